@@ -1,0 +1,90 @@
+//! `nimbus apps` and `nimbus app NAME`.
+
+use nimbus_protocol::api::App;
+
+use crate::client::Client;
+use crate::output;
+
+pub async fn list(client: &Client, json: bool) -> anyhow::Result<()> {
+    let apps = client.apps().await?;
+    if json {
+        return output::json(&apps);
+    }
+    if apps.is_empty() {
+        println!("No apps yet. Push one with `nimbus push NAME -p PATH`.");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = apps
+        .iter()
+        .map(|app| {
+            vec![
+                app.name.clone(),
+                state(app),
+                instances(app),
+                app.urls.join(", "),
+            ]
+        })
+        .collect();
+    output::table(&["name", "state", "instances", "url"], &rows);
+    Ok(())
+}
+
+pub async fn show(client: &Client, name: &str, json: bool) -> anyhow::Result<()> {
+    let app = client.app(name).await?;
+    let instances = client.instances(name).await?;
+    if json {
+        return output::json(&serde_json::json!({ "app": app, "instances": instances }));
+    }
+    let droplet = match &app.droplet {
+        Some(d) => format!(
+            "{} ({}, {})",
+            &d.sha256[..12],
+            d.language,
+            output::bytes(d.size)
+        ),
+        None => "none (push bits first)".to_string(),
+    };
+    let rows = [
+        ("name", app.name.clone()),
+        ("state", state(&app)),
+        ("instances", self::instances(&app)),
+        ("memory", format!("{} MB", app.limits.memory_mb)),
+        ("timeout", format!("{} ms", app.limits.timeout_ms)),
+        ("urls", app.urls.join(", ")),
+        ("droplet", droplet),
+        ("id", app.id.to_string()),
+    ];
+    for (key, value) in rows {
+        println!("{:<10} {value}", format!("{key}:"));
+    }
+    if !instances.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = instances
+            .iter()
+            .map(|i| {
+                let state = format!("{:?}", i.state).to_lowercase();
+                let version = if i.current { "current" } else { "previous" };
+                vec![
+                    format!("#{}", i.index),
+                    state,
+                    output::clock(i.since),
+                    i.dea.clone(),
+                    version.to_string(),
+                ]
+            })
+            .collect();
+        output::table(
+            &["instance", "state", "since (UTC)", "dea", "version"],
+            &rows,
+        );
+    }
+    Ok(())
+}
+
+fn state(app: &App) -> String {
+    format!("{:?}", app.state).to_lowercase()
+}
+
+fn instances(app: &App) -> String {
+    format!("{}/{}", app.running_instances, app.instances)
+}

@@ -1,0 +1,7 @@
+//! One module per group of user commands.
+
+pub mod apps;
+pub mod lifecycle;
+pub mod logs;
+pub mod push;
+pub mod up;

@@ -1,0 +1,166 @@
+//! `nimbus push NAME -p PATH`: create or update the app, upload its bits, stream staging, start
+//! it and wait until it answers through the router, as `cf push` does.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt as _;
+use nimbus_protocol::api::{App, AppState, CreateApp, Instance, StagingEvent, UpdateApp};
+use nimbus_protocol::messages::InstanceState;
+use reqwest::{Method, StatusCode};
+
+use crate::client::{self, Client};
+use crate::output;
+
+/// How long `push` and `start` wait for the app to answer.
+const SERVE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Settings given on the command line; absent ones keep the app's current values.
+#[derive(Debug, Default, Clone)]
+pub struct PushOptions {
+    pub instances: Option<u32>,
+    pub memory_mb: Option<u64>,
+    pub timeout_ms: Option<u64>,
+}
+
+pub async fn push(
+    client: &Client,
+    name: &str,
+    path: &Path,
+    options: PushOptions,
+) -> anyhow::Result<()> {
+    let began = Instant::now();
+    nimbus_protocol::api::validate_app_name(name).map_err(anyhow::Error::msg)?;
+    let package = crate::package::pack(path)?;
+    let settings = UpdateApp {
+        instances: options.instances,
+        memory_mb: options.memory_mb,
+        timeout_ms: options.timeout_ms,
+    };
+
+    let app = match client.find_app(name).await? {
+        None => {
+            println!("Creating app {name}");
+            let create = CreateApp {
+                name: name.to_string(),
+                instances: settings.instances,
+                memory_mb: settings.memory_mb,
+                timeout_ms: settings.timeout_ms,
+            };
+            client
+                .call::<_, App>(Method::POST, "/v1/apps", &create)
+                .await?
+        }
+        Some(_) if settings != UpdateApp::default() => {
+            println!("Updating app {name}");
+            client
+                .call::<_, App>(Method::PATCH, &format!("/v1/apps/{name}"), &settings)
+                .await?
+        }
+        Some(app) => {
+            println!("Updating app {name}");
+            app
+        }
+    };
+
+    println!(
+        "Uploading {} ({})",
+        path.display(),
+        output::bytes(package.len() as u64)
+    );
+    stage(client, name, package).await?;
+
+    let app = if app.state == AppState::Started {
+        client.app(name).await?
+    } else {
+        client
+            .call::<_, App>(Method::POST, &format!("/v1/apps/{name}/start"), &())
+            .await?
+    };
+    println!("Starting {} instance(s)", app.instances);
+    wait_until_serving(client, &app).await?;
+    println!();
+    println!(
+        "{name} is running at {} (pushed in {:.1}s)",
+        app.urls.join(", "),
+        began.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Uploads the package and prints the staging log as it streams; fails if staging failed.
+async fn stage(client: &Client, name: &str, package: Vec<u8>) -> anyhow::Result<()> {
+    let response = client.upload_bits(name, package).await?;
+    let mut body = response.bytes_stream();
+    let mut pending = Vec::new();
+    while let Some(chunk) = body.next().await {
+        pending.extend_from_slice(&chunk.context("the staging stream broke off")?);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let event: StagingEvent = serde_json::from_slice(&line)
+                .context("the API sent a staging event this CLI does not understand")?;
+            match event {
+                StagingEvent::Log { line } => {
+                    println!("   {line}");
+                    std::io::stdout().flush()?;
+                }
+                StagingEvent::Staged {
+                    droplet,
+                    reused,
+                    duration_ms,
+                } => {
+                    let how = if reused {
+                        "unchanged bits: reusing the droplet".to_string()
+                    } else {
+                        format!("staged in {:.1}s", duration_ms as f64 / 1000.0)
+                    };
+                    println!(
+                        "Droplet {} ({}, {}): {how}",
+                        &droplet.sha256[..12],
+                        droplet.language,
+                        output::bytes(droplet.size)
+                    );
+                    return Ok(());
+                }
+                StagingEvent::Failed { message } => bail!("staging failed: {message}"),
+            }
+        }
+    }
+    bail!("the staging stream ended without a result")
+}
+
+/// Waits until an instance of the app's current version runs and the router serves it.
+pub async fn wait_until_serving(client: &Client, app: &App) -> anyhow::Result<()> {
+    let deadline = Instant::now() + SERVE_TIMEOUT;
+    let http = client::http_client()?;
+    let url = app.urls.first().context("the app has no route")?;
+    while Instant::now() < deadline {
+        let instances: Vec<Instance> = client.instances(&app.name).await?;
+        let running = instances
+            .iter()
+            .any(|i| i.current && i.state == InstanceState::Running);
+        if running && answers(&http, url).await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!(
+        "{} did not start serving within {}s: see `nimbus logs {} --recent`",
+        app.name,
+        SERVE_TIMEOUT.as_secs(),
+        app.name
+    )
+}
+
+/// Whether the app itself answered (router errors mean it is not routed yet).
+async fn answers(http: &reqwest::Client, url: &str) -> bool {
+    match http.get(url).timeout(Duration::from_secs(10)).send().await {
+        Ok(response) => {
+            let routed = response.headers().get("x-nimbus-router-error").is_none();
+            routed && response.status() != StatusCode::BAD_GATEWAY
+        }
+        Err(_) => false,
+    }
+}

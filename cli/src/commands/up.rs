@@ -1,0 +1,53 @@
+//! `nimbus up`: runs the micro cloud until Ctrl-C or SIGTERM, and points the CLI at it.
+
+use crate::cloud::{Cloud, CloudConfig};
+use crate::config::CliConfig;
+
+pub async fn up(config: CloudConfig) -> anyhow::Result<()> {
+    println!(
+        "Starting the Nimbus micro cloud in {}",
+        config.data_dir.display()
+    );
+    let cloud = Cloud::start(&config).await?;
+    CliConfig {
+        api: cloud.api_url.clone(),
+        token: cloud.credentials.admin_token.clone(),
+    }
+    .save()?;
+
+    println!(
+        "  NATS     {} (JetStream, credentials in the data directory)",
+        cloud.nats_url()
+    );
+    println!("  API      {}", cloud.api_url);
+    println!("  Apps     http://<name>.{}:{}", config.domain, config.port);
+    println!(
+        "The CLI is logged in as admin. Push an app: nimbus push hello -p sample-apps/hello-rust"
+    );
+    println!("Press Ctrl-C to stop.");
+
+    shutdown_signal().await;
+    println!("Stopping…");
+    cloud.shutdown().await;
+    println!(
+        "Stopped. Apps and droplets are kept in {}.",
+        config.data_dir.display()
+    );
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,195 @@
+//! App handlers: create, list, show, update, delete, start, stop, instances, recent logs.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use nimbus_protocol::api::{self, App, AppState, CreateApp, Instance, UpdateApp};
+use nimbus_protocol::messages::{LogMessage, StopRequest};
+use nimbus_protocol::subjects;
+
+use super::{ApiError, Ctx};
+use crate::record::AppRecord;
+
+/// Largest instance count one app may ask for.
+const MAX_INSTANCES: u32 = 100;
+
+pub async fn list(State(ctx): State<Ctx>) -> Result<Json<Vec<App>>, ApiError> {
+    let apps = ctx.store.apps().await?;
+    Ok(Json(apps.iter().map(|app| view(&ctx, app)).collect()))
+}
+
+pub async fn create(
+    State(ctx): State<Ctx>,
+    body: Result<Json<CreateApp>, JsonRejection>,
+) -> Result<(StatusCode, Json<App>), ApiError> {
+    let Json(request) = body?;
+    api::validate_app_name(&request.name).map_err(ApiError::bad_request)?;
+    let settings = UpdateApp {
+        instances: request.instances,
+        memory_mb: request.memory_mb,
+        timeout_ms: request.timeout_ms,
+    };
+    validate(&settings)?;
+    let mut app = AppRecord::new(request.name, &ctx.config);
+    apply(&mut app, &settings);
+    ctx.store.create_app(&app).await?;
+    tracing::info!(app = %app.name, id = %app.id, "app created");
+    Ok((StatusCode::CREATED, Json(view(&ctx, &app))))
+}
+
+pub async fn show(State(ctx): State<Ctx>, Path(name): Path<String>) -> Result<Json<App>, ApiError> {
+    let (app, _) = find(&ctx, &name).await?;
+    Ok(Json(view(&ctx, &app)))
+}
+
+pub async fn update(
+    State(ctx): State<Ctx>,
+    Path(name): Path<String>,
+    body: Result<Json<UpdateApp>, JsonRejection>,
+) -> Result<Json<App>, ApiError> {
+    let Json(request) = body?;
+    validate(&request)?;
+    let (app, _) = find(&ctx, &name).await?;
+    let app = modify(&ctx, &app, |app| apply(app, &request)).await?;
+    ctx.converger.kick();
+    Ok(Json(view(&ctx, &app)))
+}
+
+pub async fn delete(
+    State(ctx): State<Ctx>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let (app, revision) = find(&ctx, &name).await?;
+    ctx.store.delete_app(&app, revision).await?;
+    stop_all(&ctx, &app).await;
+    tracing::info!(app = %app.name, "app deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn start(
+    State(ctx): State<Ctx>,
+    Path(name): Path<String>,
+) -> Result<Json<App>, ApiError> {
+    let (app, _) = find(&ctx, &name).await?;
+    if app.droplet.is_none() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_staged",
+            format!("app {name:?} has no droplet yet: push its bits first"),
+        ));
+    }
+    let app = modify(&ctx, &app, |app| app.state = AppState::Started).await?;
+    ctx.converger.kick();
+    Ok(Json(view(&ctx, &app)))
+}
+
+pub async fn stop(State(ctx): State<Ctx>, Path(name): Path<String>) -> Result<Json<App>, ApiError> {
+    let (app, _) = find(&ctx, &name).await?;
+    let app = modify(&ctx, &app, |app| app.state = AppState::Stopped).await?;
+    stop_all(&ctx, &app).await;
+    Ok(Json(view(&ctx, &app)))
+}
+
+pub async fn instances(
+    State(ctx): State<Ctx>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<Instance>>, ApiError> {
+    let (app, _) = find(&ctx, &name).await?;
+    let instances = ctx
+        .actual
+        .instances_of(app.id)
+        .into_iter()
+        .map(|r| Instance {
+            index: r.instance.index,
+            instance_id: r.instance.instance_id,
+            state: r.instance.state,
+            since: r.instance.state_timestamp,
+            dea: r.dea,
+            current: r.instance.version == app.version,
+        })
+        .collect();
+    Ok(Json(instances))
+}
+
+pub async fn recent_logs(
+    State(ctx): State<Ctx>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<LogMessage>>, ApiError> {
+    let (app, _) = find(&ctx, &name).await?;
+    Ok(Json(ctx.store.recent_logs(app.id).await?))
+}
+
+/// The app called `name`, or 404.
+pub(super) async fn find(ctx: &Ctx, name: &str) -> Result<(AppRecord, u64), ApiError> {
+    ctx.store
+        .app_named(name)
+        .await?
+        .ok_or_else(|| ApiError::app_not_found(name))
+}
+
+/// Applies a change with compare-and-set; 404 if the app vanished meanwhile.
+pub(super) async fn modify(
+    ctx: &Ctx,
+    app: &AppRecord,
+    change: impl FnMut(&mut AppRecord),
+) -> Result<AppRecord, ApiError> {
+    ctx.store
+        .modify_app(app.id, change)
+        .await?
+        .ok_or_else(|| ApiError::app_not_found(&app.name))
+}
+
+/// Rejects settings out of range.
+fn validate(request: &UpdateApp) -> Result<(), ApiError> {
+    if request.instances.is_some_and(|n| n > MAX_INSTANCES) {
+        return Err(ApiError::bad_request(format!(
+            "instances must be at most {MAX_INSTANCES}"
+        )));
+    }
+    if request.memory_mb.is_some_and(|mb| mb == 0 || mb > 4096) {
+        return Err(ApiError::bad_request(
+            "memory must be between 1 MB and 4096 MB",
+        ));
+    }
+    if request
+        .timeout_ms
+        .is_some_and(|ms| ms == 0 || ms > 3_600_000)
+    {
+        return Err(ApiError::bad_request(
+            "timeout must be between 1 ms and 1 hour",
+        ));
+    }
+    Ok(())
+}
+
+/// Applies the settable fields that are present.
+fn apply(app: &mut AppRecord, request: &UpdateApp) {
+    if let Some(instances) = request.instances {
+        app.instances = instances;
+    }
+    if let Some(memory_mb) = request.memory_mb {
+        app.limits.memory_mb = memory_mb;
+    }
+    if let Some(timeout_ms) = request.timeout_ms {
+        app.limits.timeout_ms = timeout_ms;
+    }
+}
+
+/// Tells every DEA to stop the app now, rather than at the next convergence pass.
+async fn stop_all(ctx: &Ctx, app: &AppRecord) {
+    let request = StopRequest {
+        app_id: app.id,
+        version: None,
+        indices: None,
+        instance_ids: None,
+    };
+    if let Err(error) = nimbus_bus::publish(&ctx.nats, subjects::DEA_STOP, &request).await {
+        tracing::warn!(%error, app = %app.name, "failed to send a stop");
+    }
+    ctx.converger.kick();
+}
+
+pub(super) fn view(ctx: &Ctx, app: &AppRecord) -> App {
+    app.to_api(ctx.actual.running_count(app.id, app.version), &ctx.config)
+}

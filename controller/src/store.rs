@@ -1,0 +1,303 @@
+//! Desired state in JetStream: apps and tokens in key-value buckets (every write is a
+//! compare-and-set on the key's revision), packages and droplets in the object store.
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, kv, object_store};
+use futures::{StreamExt as _, TryStreamExt as _};
+use nimbus_protocol::droplet::BLOB_STORE;
+use nimbus_protocol::subjects;
+use uuid::Uuid;
+
+use crate::record::AppRecord;
+
+const APPS: &str = "nimbus-apps";
+const APP_NAMES: &str = "nimbus-app-names";
+const TOKENS: &str = "nimbus-tokens";
+const LOGS_STREAM: &str = "NIMBUS_LOGS";
+/// Lines kept per app for `nimbus logs --recent`.
+pub const RECENT_LOG_LINES: i64 = 1000;
+
+/// Why a store operation failed, for callers that branch on it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("an app named {0:?} already exists")]
+    NameTaken(String),
+    #[error("the app was changed or deleted concurrently")]
+    Conflict,
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Handles on every bucket the controller uses.
+#[derive(Clone)]
+pub struct Store {
+    apps: kv::Store,
+    names: kv::Store,
+    tokens: kv::Store,
+    pub blobs: object_store::ObjectStore,
+    pub logs: jetstream::stream::Stream,
+}
+
+impl Store {
+    /// Opens the buckets, creating them on first start (creation is idempotent).
+    pub async fn open(js: &jetstream::Context) -> anyhow::Result<Store> {
+        let bucket = |name: &str| kv::Config {
+            bucket: name.to_string(),
+            history: 5,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        let apps = js
+            .create_key_value(bucket(APPS))
+            .await
+            .context("failed to open the apps bucket")?;
+        let names = js
+            .create_key_value(bucket(APP_NAMES))
+            .await
+            .context("failed to open the app-names bucket")?;
+        let tokens = js
+            .create_key_value(bucket(TOKENS))
+            .await
+            .context("failed to open the tokens bucket")?;
+        let blobs = js
+            .create_object_store(object_store::Config {
+                bucket: BLOB_STORE.to_string(),
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .context("failed to open the blob store")?;
+        let logs = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: LOGS_STREAM.to_string(),
+                subjects: vec![subjects::LOGS_ALL.to_string()],
+                max_messages_per_subject: RECENT_LOG_LINES,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .context("failed to open the log stream")?;
+        Ok(Store {
+            apps,
+            names,
+            tokens,
+            blobs,
+            logs,
+        })
+    }
+
+    /// Records a new app; its name must be free.
+    pub async fn create_app(&self, app: &AppRecord) -> Result<(), StoreError> {
+        match self
+            .names
+            .create(&app.name, app.id.to_string().into())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                return Err(StoreError::NameTaken(app.name.clone()));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context("failed to reserve the app name")
+                    .into());
+            }
+        }
+        if let Err(e) = self.apps.create(app.id.to_string(), encode(app)).await {
+            // Give the name back so a retry can succeed.
+            let _ = self.names.delete(&app.name).await;
+            return Err(anyhow::Error::new(e)
+                .context("failed to store the app")
+                .into());
+        }
+        Ok(())
+    }
+
+    /// The app with this id, with its revision for compare-and-set.
+    pub async fn app(&self, id: Uuid) -> anyhow::Result<Option<(AppRecord, u64)>> {
+        let entry = self
+            .apps
+            .entry(id.to_string())
+            .await
+            .context("failed to read an app")?;
+        Ok(match entry {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                Some((decode(&entry.value)?, entry.revision))
+            }
+            _ => None,
+        })
+    }
+
+    /// The app called `name`.
+    pub async fn app_named(&self, name: &str) -> anyhow::Result<Option<(AppRecord, u64)>> {
+        if nimbus_protocol::api::validate_app_name(name).is_err() {
+            return Ok(None); // Not a valid key either; such an app cannot exist.
+        }
+        let Some(id) = self
+            .names
+            .get(name)
+            .await
+            .context("failed to look up an app name")?
+        else {
+            return Ok(None);
+        };
+        let id: Uuid = std::str::from_utf8(&id)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .context("the app-names bucket holds a malformed id")?;
+        self.app(id).await
+    }
+
+    /// Every app.
+    pub async fn apps(&self) -> anyhow::Result<Vec<AppRecord>> {
+        let keys: Vec<String> = match self.apps.keys().await {
+            Ok(keys) => keys.try_collect().await.context("failed to list apps")?,
+            Err(e) => return Err(anyhow::Error::new(e).context("failed to list apps")),
+        };
+        let mut apps = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(id) = key.parse().ok()
+                && let Some((app, _)) = self.app(id).await?
+            {
+                apps.push(app);
+            }
+        }
+        apps.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(apps)
+    }
+
+    /// Writes `app` if it is still at `revision`.
+    pub async fn update_app(&self, app: &AppRecord, revision: u64) -> Result<u64, StoreError> {
+        self.apps
+            .update(app.id.to_string(), encode(app), revision)
+            .await
+            .map_err(|e| match e.kind() {
+                kv::UpdateErrorKind::WrongLastRevision => StoreError::Conflict,
+                _ => anyhow::Error::new(e)
+                    .context("failed to update the app")
+                    .into(),
+            })
+    }
+
+    /// Applies `change` to the app, re-reading and retrying when another writer got there first.
+    pub async fn modify_app(
+        &self,
+        id: Uuid,
+        mut change: impl FnMut(&mut AppRecord),
+    ) -> Result<Option<AppRecord>, StoreError> {
+        for _ in 0..10 {
+            let Some((mut app, revision)) = self.app(id).await? else {
+                return Ok(None);
+            };
+            change(&mut app);
+            app.updated_at = nimbus_protocol::now_ms();
+            match self.update_app(&app, revision).await {
+                Ok(_) => return Ok(Some(app)),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    /// Deletes the app if it is still at `revision`, then frees its name.
+    pub async fn delete_app(&self, app: &AppRecord, revision: u64) -> Result<(), StoreError> {
+        self.apps
+            .delete_expect_revision(app.id.to_string(), Some(revision))
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("failed to delete the app"))?;
+        self.names
+            .delete(&app.name)
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("failed to free the app name"))?;
+        Ok(())
+    }
+
+    /// Accepts `token_hash` (hex SHA-256 of a bearer token) from now on.
+    pub async fn add_token(&self, token_hash: &str, user: &str) -> anyhow::Result<()> {
+        self.tokens
+            .put(token_hash, user.to_string().into())
+            .await
+            .context("failed to store a token")?;
+        Ok(())
+    }
+
+    /// The user a token hash belongs to, if any.
+    pub async fn token_user(&self, token_hash: &str) -> anyhow::Result<Option<String>> {
+        let user = self
+            .tokens
+            .get(token_hash)
+            .await
+            .context("failed to read a token")?;
+        Ok(user.map(|u| String::from_utf8_lossy(&u).into_owned()))
+    }
+
+    /// Whether an object exists in the blob store.
+    pub async fn has_blob(&self, name: &str) -> bool {
+        self.blobs.info(name).await.is_ok_and(|info| !info.deleted)
+    }
+
+    /// Stores an object under `name` unless it is already there (blobs are content-addressed).
+    pub async fn put_blob(&self, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        if self.has_blob(name).await {
+            return Ok(());
+        }
+        let mut reader = bytes;
+        self.blobs
+            .put(name, &mut reader)
+            .await
+            .with_context(|| format!("failed to store {name}"))?;
+        Ok(())
+    }
+
+    /// The last lines of an app's log, oldest first.
+    pub async fn recent_logs(
+        &self,
+        app_id: Uuid,
+    ) -> anyhow::Result<Vec<nimbus_protocol::messages::LogMessage>> {
+        let consumer = self
+            .logs
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: subjects::logs(app_id),
+                deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .context("failed to read the log stream")?;
+        let mut lines = Vec::new();
+        let mut messages = consumer
+            .messages()
+            .await
+            .context("failed to read the log stream")?;
+        loop {
+            let next =
+                tokio::time::timeout(std::time::Duration::from_millis(200), messages.next()).await;
+            let Ok(Some(Ok(message))) = next else { break };
+            if let Ok(line) = nimbus_protocol::decode(&message.payload) {
+                lines.push(line);
+            }
+            match message.info() {
+                Ok(info) if info.pending == 0 => break,
+                _ => {}
+            }
+        }
+        Ok(lines)
+    }
+}
+
+fn encode(app: &AppRecord) -> bytes::Bytes {
+    nimbus_protocol::encode(app).into()
+}
+
+fn decode(bytes: &[u8]) -> anyhow::Result<AppRecord> {
+    nimbus_protocol::decode(bytes).context("the apps bucket holds a malformed app")
+}
+
+/// Hex SHA-256, the form tokens and blobs are keyed by.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

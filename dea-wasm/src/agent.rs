@@ -1,0 +1,179 @@
+//! The NATS adapter: subscribes to `dea.<id>.start`, `dea.stop` and `dea.locate`, decodes each
+//! message once and hands it to [`Dea`]; publishes `dea.advertise` and `dea.heartbeat` on a timer.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use nimbus_protocol::messages::{StartReply, StartRequest, StopRequest};
+use nimbus_protocol::subjects;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::dea::Dea;
+
+/// A running DEA. Call [`Handle::shutdown`] to stop it cleanly; dropping it only stops listening.
+pub struct Handle {
+    dea: Arc<Dea>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Handle {
+    /// The DEA's id (its start subject is `dea.<id>.start`).
+    pub fn id(&self) -> &str {
+        &self.dea.config.id
+    }
+
+    /// Stops taking requests and heartbeating, unregisters every route, stops every instance
+    /// (letting requests in flight finish) and reports each as `DEA_SHUTDOWN`.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        for task in self.tasks.drain(..) {
+            if let Err(error) = task.await {
+                tracing::warn!(%error, "a DEA task failed");
+            }
+        }
+        self.dea.shutdown().await;
+        tracing::info!(dea_id = %self.dea.config.id, "DEA stopped");
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Starts a DEA on `nats`: subscribes, advertises at once, and heartbeats every interval.
+pub async fn start(config: Config, nats: async_nats::Client) -> anyhow::Result<Handle> {
+    config.validate()?;
+    tokio::fs::create_dir_all(&config.data_dir)
+        .await
+        .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
+    let starts = nats
+        .subscribe(subjects::dea_start(&config.id))
+        .await
+        .context("failed to subscribe to start requests")?;
+    let stops = nats
+        .subscribe(subjects::DEA_STOP)
+        .await
+        .context("failed to subscribe to stop requests")?;
+    let locates = nats
+        .subscribe(subjects::DEA_LOCATE)
+        .await
+        .context("failed to subscribe to dea.locate")?;
+    // Requests sent right after we return must find our subscriptions.
+    nats.flush()
+        .await
+        .context("failed to flush the subscriptions")?;
+
+    let dea = Arc::new(Dea::new(config, nats.clone()).await?);
+    let stop = CancellationToken::new();
+    advertise(&dea, &nats).await;
+    let tasks = vec![
+        tokio::spawn(serve_starts(
+            dea.clone(),
+            nats.clone(),
+            starts,
+            stop.clone(),
+        )),
+        tokio::spawn(serve_stops(dea.clone(), stops, stop.clone())),
+        tokio::spawn(serve_locates(
+            dea.clone(),
+            nats.clone(),
+            locates,
+            stop.clone(),
+        )),
+        tokio::spawn(beat(dea.clone(), nats, stop.clone())),
+    ];
+    tracing::info!(dea_id = %dea.config.id, "DEA started");
+    Ok(Handle { dea, stop, tasks })
+}
+
+/// Each start runs in its own task: a slow download must not hold up other apps.
+async fn serve_starts(
+    dea: Arc<Dea>,
+    nats: async_nats::Client,
+    mut starts: async_nats::Subscriber,
+    stop: CancellationToken,
+) {
+    while let Some(message) = next(&mut starts, &stop).await {
+        let (dea, nats) = (dea.clone(), nats.clone());
+        tokio::spawn(async move {
+            let reply = match nimbus_protocol::decode::<StartRequest>(&message.payload) {
+                Ok(request) => dea.start(request).await,
+                Err(error) => {
+                    tracing::warn!(%error, "rejecting a malformed start request");
+                    StartReply::Failed {
+                        message: error.to_string(),
+                    }
+                }
+            };
+            if let Err(error) = nimbus_bus::reply(&nats, &message, &reply).await {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "failed to reply to a start request"
+                );
+            }
+        });
+    }
+}
+
+async fn serve_stops(dea: Arc<Dea>, mut stops: async_nats::Subscriber, stop: CancellationToken) {
+    while let Some(message) = next(&mut stops, &stop).await {
+        if let Some(request) = nimbus_bus::decode::<StopRequest>(&message) {
+            let dea = dea.clone();
+            // Draining takes up to a request's time limit; keep taking other stops meanwhile.
+            tokio::spawn(async move { dea.stop(&request).await });
+        }
+    }
+}
+
+async fn serve_locates(
+    dea: Arc<Dea>,
+    nats: async_nats::Client,
+    mut locates: async_nats::Subscriber,
+    stop: CancellationToken,
+) {
+    while next(&mut locates, &stop).await.is_some() {
+        advertise(&dea, &nats).await;
+    }
+}
+
+async fn beat(dea: Arc<Dea>, nats: async_nats::Client, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(dea.config.heartbeat_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        advertise(&dea, &nats).await;
+        if let Err(error) =
+            nimbus_bus::publish(&nats, subjects::DEA_HEARTBEAT, &dea.heartbeat()).await
+        {
+            tracing::warn!(error = format!("{error:#}"), "failed to heartbeat");
+        }
+    }
+}
+
+async fn advertise(dea: &Dea, nats: &async_nats::Client) {
+    if let Err(error) =
+        nimbus_bus::publish(nats, subjects::DEA_ADVERTISE, &dea.advertisement()).await
+    {
+        tracing::warn!(error = format!("{error:#}"), "failed to advertise");
+    }
+}
+
+/// The next message, or `None` once stopped or unsubscribed.
+async fn next(
+    subscriber: &mut async_nats::Subscriber,
+    stop: &CancellationToken,
+) -> Option<async_nats::Message> {
+    tokio::select! {
+        _ = stop.cancelled() => None,
+        message = subscriber.next() => message,
+    }
+}

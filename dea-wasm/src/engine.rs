@@ -1,0 +1,218 @@
+//! The DEA's one wasmtime [`Engine`], its epoch ticker, and the in-memory cache of compiled
+//! droplets (one [`ProxyPre`] per droplet SHA-256, shared by every instance of that droplet).
+//!
+//! All engine configuration lives here so the pooling allocator can replace the on-demand one
+//! in a single place.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::OnceCell;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::guest::GuestState;
+
+/// How often the ticker advances the engine's epoch: the granularity of wall-clock limits and
+/// of the time slices after which a busy guest yields to other tasks.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// A compiled droplet, ready to instantiate once per request.
+pub(crate) type Prepared = ProxyPre<GuestState>;
+
+/// Engine, linker, epoch clock and compile cache of one DEA.
+pub(crate) struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<GuestState>>,
+    clock: EpochClock,
+    compiled: Mutex<HashMap<String, Arc<OnceCell<Prepared>>>>,
+    ticker: Mutex<Option<JoinHandle<()>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    /// Builds the engine and linker and starts the epoch ticker thread.
+    pub(crate) fn new() -> anyhow::Result<Runtime> {
+        let mut config = Config::new();
+        // Wall-clock limits and cooperative yields both ride on epochs (RUNTIME-NOTES.md).
+        config.epoch_interruption(true);
+        let engine =
+            anyhow_result(Engine::new(&config)).context("failed to create the wasmtime engine")?;
+
+        let mut linker = Linker::new(&engine);
+        // Real guests (Rust std, wstd, Python, JS) import wasi:cli besides wasi:http, so link the
+        // full WASI p2 set plus only the HTTP interfaces (adding both full sets duplicates them).
+        anyhow_result(wasmtime_wasi::p2::add_to_linker_async(&mut linker))
+            .context("failed to link WASI p2 interfaces")?;
+        anyhow_result(wasmtime_wasi_http::p2::add_only_http_to_linker_async(
+            &mut linker,
+        ))
+        .context("failed to link wasi:http interfaces")?;
+
+        let clock = EpochClock::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = spawn_ticker(engine.clone(), clock.clone(), stop.clone())?;
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+            clock,
+            compiled: Mutex::default(),
+            ticker: Mutex::new(Some(ticker)),
+            stop,
+        })
+    }
+
+    pub(crate) fn clock(&self) -> &EpochClock {
+        &self.clock
+    }
+
+    /// The compiled droplet with this SHA-256, compiling it from `fetch`'s bytes the first time.
+    /// Concurrent callers for one droplet share one fetch and one compilation; a failure is not
+    /// cached, so a later start retries.
+    pub(crate) async fn prepare<F>(&self, sha256: &str, fetch: F) -> anyhow::Result<Prepared>
+    where
+        F: Future<Output = anyhow::Result<Vec<u8>>>,
+    {
+        let cell = {
+            let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+            compiled.entry(sha256.to_string()).or_default().clone()
+        };
+        let prepared = cell
+            .get_or_try_init(|| async {
+                let bytes = fetch.await?;
+                let engine = self.engine.clone();
+                let linker = self.linker.clone();
+                let sha = sha256.to_string();
+                // Cranelift takes hundreds of milliseconds on real droplets: keep it off the
+                // executor threads that serve requests.
+                tokio::task::spawn_blocking(move || compile(&engine, &linker, &sha, &bytes))
+                    .await
+                    .context("the compiler task failed")?
+            })
+            .await?;
+        Ok(prepared.clone())
+    }
+
+    /// Stops the epoch ticker; running guests then only stop at their tokio timeout.
+    pub(crate) fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let ticker = self.ticker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(ticker) = ticker
+            && ticker.join().is_err()
+        {
+            tracing::warn!("the epoch ticker thread panicked");
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // The thread holds an engine clone; without this it would tick for ever.
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn compile(
+    engine: &Engine,
+    linker: &Linker<GuestState>,
+    sha256: &str,
+    bytes: &[u8],
+) -> anyhow::Result<Prepared> {
+    let component = anyhow_result(Component::new(engine, bytes))
+        .with_context(|| format!("droplet {sha256} is not a valid WebAssembly component"))?;
+    let pre = anyhow_result(linker.instantiate_pre(&component)).with_context(|| {
+        format!("droplet {sha256} imports interfaces this DEA does not provide")
+    })?;
+    let prepared = anyhow_result(ProxyPre::new(pre))
+        .with_context(|| format!("droplet {sha256} does not export wasi:http/incoming-handler"))?;
+    tracing::info!(sha256, "compiled droplet");
+    Ok(prepared)
+}
+
+/// wasmtime 48 has its own error type, which anyhow's `Context` does not extend.
+fn anyhow_result<T>(result: wasmtime::Result<T>) -> anyhow::Result<T> {
+    result.map_err(anyhow::Error::from)
+}
+
+/// Counts epoch ticks alongside the engine (wasmtime does not expose its current epoch), so a
+/// store can turn a wall-clock limit into an absolute deadline.
+#[derive(Clone, Default)]
+pub(crate) struct EpochClock(Arc<AtomicU64>);
+
+impl EpochClock {
+    pub(crate) fn now(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// The tick at which a limit of `limit` starting now has passed.
+    pub(crate) fn deadline_after(&self, limit: Duration) -> u64 {
+        self.now().saturating_add(ticks(limit))
+    }
+}
+
+/// Whole ticks covering `limit`, at least one.
+pub(crate) fn ticks(limit: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos();
+    let ticks = limit.as_nanos().div_ceil(tick).max(1);
+    u64::try_from(ticks).unwrap_or(u64::MAX)
+}
+
+/// One thread per DEA: a tokio task could be starved by the very guests it must interrupt.
+fn spawn_ticker(
+    engine: Engine,
+    clock: EpochClock,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("nimbus-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                clock.0.fetch_add(1, Ordering::Relaxed);
+                engine.increment_epoch();
+            }
+        })
+        .context("failed to start the epoch ticker thread")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_round_up_to_whole_ticks() {
+        assert_eq!(ticks(Duration::from_millis(0)), 1);
+        assert_eq!(ticks(Duration::from_millis(10)), 1);
+        assert_eq!(ticks(Duration::from_millis(11)), 2);
+        assert_eq!(ticks(Duration::from_secs(30)), 3000);
+    }
+
+    #[test]
+    fn deadlines_are_absolute_ticks() {
+        let clock = EpochClock::default();
+        clock.0.store(7, Ordering::Relaxed);
+        assert_eq!(clock.deadline_after(Duration::from_millis(25)), 10);
+    }
+
+    #[tokio::test]
+    async fn rejects_bytes_that_are_not_a_component() {
+        let runtime = Runtime::new().unwrap();
+        let Err(error) = runtime
+            .prepare("00", async { Ok(b"not wasm".to_vec()) })
+            .await
+        else {
+            panic!("garbage compiled");
+        };
+        assert!(
+            format!("{error:#}").contains("not a valid WebAssembly component"),
+            "{error:#}"
+        );
+        runtime.shutdown();
+    }
+}

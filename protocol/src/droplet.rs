@@ -1,0 +1,92 @@
+//! What a stager produces and what a DEA runs: the droplet manifest and the app's limits.
+
+use serde::{Deserialize, Serialize};
+
+/// How the DEA executes a droplet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DropletKind {
+    /// A component exporting `wasi:http/incoming-handler`: one instance per request.
+    HttpComponent,
+}
+
+/// `droplet.json`: describes a staged droplet, whose wasm is stored under [`DropletManifest::object_name`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropletManifest {
+    /// Lower-case hex SHA-256 of the wasm; droplets are content-addressed by it.
+    pub sha256: String,
+    pub kind: DropletKind,
+    /// The stager that built it: `wasm` (prebuilt) or `rust`.
+    pub language: String,
+    /// Size of the wasm in bytes.
+    pub size: u64,
+    /// When it was staged (ms since the Unix epoch).
+    pub staged_at: u64,
+}
+
+impl DropletManifest {
+    /// The droplet's name in the object store.
+    pub fn object_name(&self) -> String {
+        droplet_object_name(&self.sha256)
+    }
+}
+
+/// The JetStream object store holding packages and droplets, each under its SHA-256.
+pub const BLOB_STORE: &str = "nimbus-blobs";
+
+/// The object-store name of the droplet whose wasm has this SHA-256.
+pub fn droplet_object_name(sha256: &str) -> String {
+    format!("droplets/{sha256}.wasm")
+}
+
+/// The object-store name of an uploaded package with this SHA-256.
+pub fn package_object_name(sha256: &str) -> String {
+    format!("packages/{sha256}")
+}
+
+/// The default memory limit of an instance, in MB.
+pub const DEFAULT_MEMORY_MB: u64 = 128;
+/// The default wall-clock limit of one request, in milliseconds.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+
+/// Limits an app's instances run under, enforced by the DEA on every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Linear memory of one instance, in MB.
+    pub memory_mb: u64,
+    /// Wall-clock limit of one request, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mb: DEFAULT_MEMORY_MB,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_round_trips_with_kebab_case_kind() {
+        let manifest = DropletManifest {
+            sha256: "ab".repeat(32),
+            kind: DropletKind::HttpComponent,
+            language: "rust".into(),
+            size: 1234,
+            staged_at: 1,
+        };
+        let json = serde_json::to_string(&manifest).unwrap();
+        assert!(json.contains("\"http-component\""), "{json}");
+        let back: DropletManifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, manifest);
+        assert_eq!(
+            back.object_name(),
+            format!("droplets/{}.wasm", "ab".repeat(32))
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! One staging job from package to droplet: fetch, unpack, detect, build, validate, store.
+//!
+//! Errors returned from here end the job and become the `Failed` message the developer reads,
+//! so each one says in plain words what was wrong with the package or the build.
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, anyhow, bail};
+use async_nats::jetstream;
+use nimbus_protocol::DropletManifest;
+use nimbus_protocol::droplet::BLOB_STORE;
+use nimbus_protocol::messages::StagingRequest;
+
+use crate::config::Config;
+use crate::droplet::{self, Stored};
+use crate::fetch::fetch_package;
+use crate::log::BuildLog;
+use crate::package::{self, human_size};
+use crate::stagers::{BuildContext, NO_STAGER_MESSAGE, Registry};
+use crate::validate::Validator;
+
+/// What every job of one stager shares.
+pub(crate) struct Stager {
+    pub config: Config,
+    pub registry: Registry,
+    pub validator: Validator,
+    pub jetstream: jetstream::Context,
+}
+
+impl Stager {
+    /// Stages `request`, writing progress to `log`, and returns the stored droplet's manifest.
+    #[tracing::instrument(skip_all, fields(staging_id = %request.staging_id, app_id = %request.app_id))]
+    pub(crate) async fn stage(
+        &self,
+        request: &StagingRequest,
+        log: &BuildLog,
+    ) -> anyhow::Result<DropletManifest> {
+        let config = &self.config;
+        log.out(format!(
+            "-----> Staging {} on {}",
+            request.app_name, config.id
+        ))
+        .await;
+        let blobs = self
+            .jetstream
+            .get_object_store(BLOB_STORE)
+            .await
+            .context("failed to open the blob store")?;
+
+        // Everything of this job lives in one directory, removed when the job ends however it ends.
+        let builds = config.builds_dir();
+        tokio::fs::create_dir_all(&builds)
+            .await
+            .with_context(|| format!("failed to create {}", builds.display()))?;
+        let job_dir = tempfile::Builder::new()
+            .prefix("staging-")
+            .tempdir_in(&builds)
+            .with_context(|| {
+                format!("failed to create a build directory in {}", builds.display())
+            })?;
+
+        let package_file = job_dir.path().join("package");
+        let size = fetch_package(
+            &blobs,
+            &request.package_sha256,
+            &package_file,
+            config.max_package_bytes,
+        )
+        .await?;
+        log.out(format!(
+            "-----> Downloaded the package ({})",
+            human_size(size)
+        ))
+        .await;
+
+        let unpack_dir = job_dir.path().join("app");
+        let max_bytes = config.max_package_bytes;
+        let app_dir = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir(&unpack_dir)
+                .map_err(|e| package::PackageError::Io(e.to_string()))?;
+            package::unpack(&package_file, &unpack_dir, max_bytes)
+        })
+        .await
+        .context("the unpacking task failed")??;
+
+        let stager = self
+            .registry
+            .detect(&app_dir)
+            .ok_or_else(|| anyhow!(NO_STAGER_MESSAGE))?;
+        tracing::info!(stager = stager.name(), "building");
+        let ctx = BuildContext {
+            app_dir,
+            cache_dir: config.app_cache_dir(request.app_id),
+            timeout: config.build_timeout,
+            log: log.clone(),
+        };
+        let wasm_path = stager.build(&ctx).await?;
+
+        let wasm_size = tokio::fs::metadata(&wasm_path)
+            .await
+            .with_context(|| format!("failed to read the built wasm {}", wasm_path.display()))?
+            .len();
+        if wasm_size > config.max_package_bytes {
+            bail!(
+                "the built wasm is {}, more than the limit of {}",
+                human_size(wasm_size),
+                human_size(config.max_package_bytes)
+            );
+        }
+        let wasm: Arc<[u8]> = tokio::fs::read(&wasm_path)
+            .await
+            .with_context(|| format!("failed to read the built wasm {}", wasm_path.display()))?
+            .into();
+
+        log.out("-----> Validating the component").await;
+        let export = self.validator.validate_async(wasm.clone()).await?;
+        log.out(format!("       exports {export}")).await;
+
+        let manifest = droplet::manifest(&wasm, stager.name());
+        match droplet::store(&blobs, &manifest, &wasm).await? {
+            Stored::Uploaded => log.out("-----> Uploaded the droplet").await,
+            Stored::AlreadyPresent => {
+                log.out("-----> The droplet is already stored (same SHA-256); nothing to upload")
+                    .await
+            }
+        }
+        log.out(format!(
+            "-----> Droplet: {}, sha256 {}",
+            human_size(manifest.size),
+            manifest.sha256
+        ))
+        .await;
+        Ok(manifest)
+    }
+}

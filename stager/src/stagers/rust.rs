@@ -1,0 +1,192 @@
+//! The Rust stager: builds a crate with `cargo build --release --target wasm32-wasip2`, whose
+//! output is already a component.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+
+use super::command::{self, BuildRun};
+use super::{BuildContext, Stager};
+
+/// The target whose output the DEA runs.
+const TARGET: &str = "wasm32-wasip2";
+/// The only variables a build inherits from the stager: where the toolchain is and which one.
+const KEPT_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "CARGO_HOME",
+    "RUSTUP_HOME",
+    "RUSTUP_TOOLCHAIN",
+];
+
+/// Stages a directory with a `Cargo.toml`.
+pub(crate) struct RustStager;
+
+impl Stager for RustStager {
+    fn name(&self) -> &'static str {
+        "rust"
+    }
+
+    fn detect(&self, dir: &Path) -> bool {
+        dir.join("Cargo.toml").is_file()
+    }
+
+    fn build<'a>(&'a self, ctx: &'a BuildContext) -> BoxFuture<'a, anyhow::Result<PathBuf>> {
+        build(ctx).boxed()
+    }
+}
+
+async fn build(ctx: &BuildContext) -> anyhow::Result<PathBuf> {
+    ctx.log.out("-----> Rust app detected").await;
+    // Per-app target dir: dependencies compiled for one staging are reused by the next.
+    let target_dir = ctx.cache_dir.join("target");
+    tokio::fs::create_dir_all(&target_dir)
+        .await
+        .with_context(|| format!("failed to create {}", target_dir.display()))?;
+
+    let mut cargo = command::scrubbed_command("cargo", &ctx.app_dir, KEPT_ENV);
+    cargo
+        .args(["build", "--release", "--target", TARGET])
+        .arg("--message-format=json-render-diagnostics")
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("CARGO_TERM_COLOR", "never");
+    ctx.log
+        .out(format!(
+            "-----> Running cargo build --release --target {TARGET}"
+        ))
+        .await;
+
+    let started = Instant::now();
+    let mut artifacts = Vec::new();
+    let BuildRun { status, tail } = command::run(cargo, ctx, |line| match parse_line(line) {
+        Line::Artifacts(paths) => {
+            artifacts.extend(paths);
+            None
+        }
+        Line::OtherMessage => None,
+        Line::Text => Some(line.to_string()),
+    })
+    .await?;
+    if !status.success() {
+        bail!(
+            "the Rust build failed (cargo {status}); the last lines of its output:\n{}",
+            tail.join("\n")
+        );
+    }
+    ctx.log
+        .out(format!(
+            "-----> Build finished in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ))
+        .await;
+    single_wasm(artifacts)
+}
+
+/// The one wasm the build produced, or why there is not exactly one.
+fn single_wasm(mut artifacts: Vec<PathBuf>) -> anyhow::Result<PathBuf> {
+    artifacts.sort();
+    artifacts.dedup();
+    match artifacts.len() {
+        1 => Ok(artifacts.remove(0)),
+        0 => bail!(
+            "the build produced no .wasm file: the crate needs a library with \
+             crate-type = [\"cdylib\"] or a binary target"
+        ),
+        _ => {
+            let names: Vec<String> = artifacts
+                .iter()
+                .filter_map(|path| path.file_name())
+                .map(|name| name.to_string_lossy().into_owned())
+                .collect();
+            bail!(
+                "the build produced several .wasm files ({}): push a single crate per app",
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// What one line of cargo's stdout was.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A `compiler-artifact` of a cdylib or binary target: its `.wasm` files.
+    Artifacts(Vec<PathBuf>),
+    /// Any other JSON message (dependencies' artifacts, build scripts, `build-finished`).
+    OtherMessage,
+    /// Not JSON: show it to the developer.
+    Text,
+}
+
+#[derive(Deserialize)]
+struct CargoMessage {
+    reason: String,
+    #[serde(default)]
+    target: Option<CargoTarget>,
+    #[serde(default)]
+    filenames: Vec<PathBuf>,
+}
+
+#[derive(Deserialize)]
+struct CargoTarget {
+    #[serde(default)]
+    kind: Vec<String>,
+}
+
+fn parse_line(line: &str) -> Line {
+    let Ok(message) = serde_json::from_str::<CargoMessage>(line) else {
+        return Line::Text;
+    };
+    let runnable = message
+        .target
+        .as_ref()
+        .is_some_and(|t| t.kind.iter().any(|k| k == "cdylib" || k == "bin"));
+    if message.reason != "compiler-artifact" || !runnable {
+        return Line::OtherMessage;
+    }
+    Line::Artifacts(
+        message
+            .filenames
+            .into_iter()
+            .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_wasm_of_a_cdylib_artifact() {
+        let line = r#"{"reason":"compiler-artifact","package_id":"path+file:///x#hello@0.1.0","target":{"kind":["cdylib"],"crate_types":["cdylib"],"name":"hello"},"filenames":["/t/wasm32-wasip2/release/hello.wasm"],"executable":null,"fresh":false}"#;
+        assert_eq!(
+            parse_line(line),
+            Line::Artifacts(vec![PathBuf::from("/t/wasm32-wasip2/release/hello.wasm")])
+        );
+    }
+
+    #[test]
+    fn ignores_dependency_artifacts_and_other_messages() {
+        let dep = r#"{"reason":"compiler-artifact","target":{"kind":["lib"]},"filenames":["/t/deps/libserde.rlib"]}"#;
+        assert_eq!(parse_line(dep), Line::OtherMessage);
+        let done = r#"{"reason":"build-finished","success":true}"#;
+        assert_eq!(parse_line(done), Line::OtherMessage);
+        assert_eq!(parse_line("warning: something"), Line::Text);
+    }
+
+    #[test]
+    fn requires_exactly_one_wasm() {
+        let one = PathBuf::from("/t/a.wasm");
+        assert_eq!(single_wasm(vec![one.clone(), one.clone()]).unwrap(), one);
+        let none = single_wasm(vec![]).unwrap_err().to_string();
+        assert!(none.contains("cdylib"), "{none}");
+        let two = single_wasm(vec![one, PathBuf::from("/t/b.wasm")])
+            .unwrap_err()
+            .to_string();
+        assert!(two.contains("a.wasm, b.wasm"), "{two}");
+    }
+}
