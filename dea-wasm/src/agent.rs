@@ -79,7 +79,7 @@ pub async fn start(config: Config, nats: async_nats::Client) -> anyhow::Result<H
             starts,
             stop.clone(),
         )),
-        tokio::spawn(serve_stops(dea.clone(), stops, stop.clone())),
+        tokio::spawn(serve_stops(dea.clone(), nats.clone(), stops, stop.clone())),
         tokio::spawn(serve_locates(
             dea.clone(),
             nats.clone(),
@@ -103,7 +103,13 @@ async fn serve_starts(
         let (dea, nats) = (dea.clone(), nats.clone());
         tokio::spawn(async move {
             let reply = match nimbus_protocol::decode::<StartRequest>(&message.payload) {
-                Ok(request) => dea.start(request).await,
+                Ok(request) => {
+                    let reply = dea.start(request).await;
+                    // Report the new state at once: waiting for the next beat would delay
+                    // everyone who waits for the instance to run (a `push`, the converger).
+                    report(&dea, &nats).await;
+                    reply
+                }
                 Err(error) => {
                     tracing::warn!(%error, "rejecting a malformed start request");
                     StartReply::Failed {
@@ -121,12 +127,20 @@ async fn serve_starts(
     }
 }
 
-async fn serve_stops(dea: Arc<Dea>, mut stops: async_nats::Subscriber, stop: CancellationToken) {
+async fn serve_stops(
+    dea: Arc<Dea>,
+    nats: async_nats::Client,
+    mut stops: async_nats::Subscriber,
+    stop: CancellationToken,
+) {
     while let Some(message) = next(&mut stops, &stop).await {
         if let Some(request) = nimbus_bus::decode::<StopRequest>(&message) {
-            let dea = dea.clone();
+            let (dea, nats) = (dea.clone(), nats.clone());
             // Draining takes up to a request's time limit; keep taking other stops meanwhile.
-            tokio::spawn(async move { dea.stop(&request).await });
+            tokio::spawn(async move {
+                dea.stop(&request).await;
+                report(&dea, &nats).await;
+            });
         }
     }
 }
@@ -150,12 +164,15 @@ async fn beat(dea: Arc<Dea>, nats: async_nats::Client, stop: CancellationToken) 
             _ = stop.cancelled() => return,
             _ = interval.tick() => {}
         }
-        advertise(&dea, &nats).await;
-        if let Err(error) =
-            nimbus_bus::publish(&nats, subjects::DEA_HEARTBEAT, &dea.heartbeat()).await
-        {
-            tracing::warn!(error = format!("{error:#}"), "failed to heartbeat");
-        }
+        report(&dea, &nats).await;
+    }
+}
+
+/// Publishes the DEA's capacity and every instance's state.
+async fn report(dea: &Dea, nats: &async_nats::Client) {
+    advertise(dea, nats).await;
+    if let Err(error) = nimbus_bus::publish(nats, subjects::DEA_HEARTBEAT, &dea.heartbeat()).await {
+        tracing::warn!(error = format!("{error:#}"), "failed to heartbeat");
     }
 }
 
