@@ -111,6 +111,7 @@ impl MicroCloud {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = child.kill();
+        let _ = child.wait();
         panic!("nimbus up did not stop within 30s after SIGTERM");
     }
 
