@@ -151,11 +151,26 @@ fn find_binary() -> anyhow::Result<PathBuf> {
     )
 }
 
-/// A free loopback TCP port (the OS picks; there is a small window before the server takes it).
+/// A free loopback TCP port for a server that binds it a moment later.
+///
+/// It is drawn below Linux's ephemeral range (32768-60999), where the OS never hands out ports
+/// for `bind(0)` or outgoing connections, so nothing else on the machine takes it in between.
 pub fn free_port() -> anyhow::Result<u16> {
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").context("failed to find a free port")?;
-    Ok(listener.local_addr()?.port())
+    const RANGE: std::ops::Range<u16> = 20_000..32_000;
+    // A time-and-pid seed spreads concurrent callers across the range without a RNG dependency.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    let span = u32::from(RANGE.end - RANGE.start);
+    for attempt in 0..span {
+        let port = RANGE.start + ((seed.wrapping_add(attempt.wrapping_mul(7919))) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port between {} and {}", RANGE.start, RANGE.end)
 }
 
 /// Writes a file only its owner can read: it holds credentials.
@@ -171,4 +186,16 @@ pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("failed to write {}", path.display()))?;
     file.write_all(contents)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_bindable_and_outside_the_ephemeral_range() {
+        let port = free_port().unwrap();
+        assert!((20_000..32_000).contains(&port), "{port}");
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    }
 }

@@ -210,8 +210,7 @@ pub fn text(output: &Output) -> String {
 }
 
 fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("an address").port()
+    nimbus_bus::free_port().expect("a free port")
 }
 
 fn now_ms() -> u128 {
