@@ -4,14 +4,17 @@
 //! - [`cloud`]: the micro cloud (NATS server + every component);
 //! - [`commands`]: one module per group of user commands;
 //! - [`client`]: the API client; [`config`]: `$NIMBUS_HOME/config.json`;
-//! - [`package`]: what `push` uploads; [`output`]: tables and formatting for people.
+//! - [`package`]: what `push` uploads; [`manifest`]: `manifest.yml`; [`settings`]: limit flags;
+//! - [`output`]: tables and formatting for people.
 
 pub mod client;
 pub mod cloud;
 pub mod commands;
 pub mod config;
+pub mod manifest;
 pub mod output;
 pub mod package;
+pub mod settings;
 
 use std::path::PathBuf;
 
@@ -50,20 +53,25 @@ pub enum Command {
         nats_port: u16,
     },
     /// Create or update an app from a .wasm file or a source directory, and start it.
+    ///
+    /// Without NAME, pushes every app of the manifest (`-f`, else `manifest.yml` in PATH or here).
     Push {
+        name: Option<String>,
+        /// A .wasm component or a directory of sources (a Rust crate) [default: the manifest's
+        /// path, else the current directory]
+        #[arg(short = 'p', long)]
+        path: Option<PathBuf>,
+        /// A manifest.yml (Cloud Foundry format plus Nimbus keys); flags win over it.
+        #[arg(short = 'f', long)]
+        manifest: Option<PathBuf>,
+        #[command(flatten)]
+        settings: settings::SettingsArgs,
+    },
+    /// Change an app's instances, limits or capabilities (limits restart its instances).
+    Scale {
         name: String,
-        /// A .wasm component or a directory of sources (a Rust crate).
-        #[arg(short = 'p', long, default_value = ".")]
-        path: PathBuf,
-        /// Number of instances.
-        #[arg(short = 'i', long)]
-        instances: Option<u32>,
-        /// Memory per instance, e.g. 64M or 1G.
-        #[arg(short = 'm', long, value_parser = parse_megabytes)]
-        memory: Option<u64>,
-        /// Wall-clock limit per request, e.g. 500ms, 30s or 2m.
-        #[arg(long, value_parser = parse_millis)]
-        timeout: Option<u64>,
+        #[command(flatten)]
+        settings: settings::SettingsArgs,
     },
     /// List apps.
     Apps {
@@ -88,6 +96,13 @@ pub enum Command {
         /// Do not ask for confirmation.
         #[arg(short = 'f', long)]
         force: bool,
+    },
+    /// Show an app's recent platform events: limits hit, traps, denied capabilities.
+    Events {
+        name: String,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
     },
     /// Show an app's logs: its instances, staging and platform events.
     Logs {
@@ -123,81 +138,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Push {
             name,
             path,
-            instances,
-            memory,
-            timeout,
+            manifest,
+            settings,
         } => {
-            let options = push::PushOptions {
-                instances,
-                memory_mb: memory,
-                timeout_ms: timeout,
-            };
-            push::push(&client, &name, &path, options).await
+            let plan = push::plan(name, path, manifest, settings.to_update())?;
+            for app in &plan {
+                push::push(&client, app).await?;
+            }
+            Ok(())
         }
+        Command::Scale { name, settings } => {
+            lifecycle::scale(&client, &name, settings.to_update()).await
+        }
+        Command::Events { name, json } => apps::events(&client, &name, json).await,
         Command::Apps { json } => apps::list(&client, json).await,
         Command::App { name, json } => apps::show(&client, &name, json).await,
         Command::Start { name } => lifecycle::start(&client, &name).await,
         Command::Stop { name } => lifecycle::stop(&client, &name).await,
         Command::Delete { name, force } => lifecycle::delete(&client, &name, force).await,
         Command::Logs { name, recent } => logs::logs(&client, &name, recent).await,
-    }
-}
-
-/// `64M`, `1G`, `512` (MB) → megabytes.
-fn parse_megabytes(text: &str) -> Result<u64, String> {
-    let upper = text.trim().to_ascii_uppercase();
-    let upper = upper.trim_end_matches('B');
-    let (number, factor) = match upper.char_indices().last() {
-        Some((at, 'M')) => (&upper[..at], 1),
-        Some((at, 'G')) => (&upper[..at], 1024),
-        _ => (upper, 1),
-    };
-    match number.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n * factor),
-        _ => Err(format!("{text:?} is not a memory size: use e.g. 64M or 1G")),
-    }
-}
-
-/// `500ms`, `30s`, `2m`, `45` (seconds) → milliseconds.
-fn parse_millis(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (number, factor) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1000)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60_000)
-    } else {
-        (text, 1000)
-    };
-    match number.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n * factor),
-        _ => Err(format!(
-            "{text:?} is not a duration: use e.g. 500ms, 30s or 2m"
-        )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_memory_sizes() {
-        assert_eq!(parse_megabytes("64M"), Ok(64));
-        assert_eq!(parse_megabytes("64MB"), Ok(64));
-        assert_eq!(parse_megabytes("1g"), Ok(1024));
-        assert_eq!(parse_megabytes("128"), Ok(128));
-        assert!(parse_megabytes("lots").is_err());
-        assert!(parse_megabytes("0M").is_err());
-    }
-
-    #[test]
-    fn parses_durations() {
-        assert_eq!(parse_millis("500ms"), Ok(500));
-        assert_eq!(parse_millis("30s"), Ok(30_000));
-        assert_eq!(parse_millis("2m"), Ok(120_000));
-        assert_eq!(parse_millis("45"), Ok(45_000));
-        assert!(parse_millis("soon").is_err());
     }
 }

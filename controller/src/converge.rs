@@ -165,6 +165,7 @@ impl Converger {
             uris: app.uris.clone(),
             limits: app.limits,
             env: app.env.clone(),
+            allowed_outbound_hosts: app.allowed_outbound_hosts.clone(),
         };
         let sent = self
             .nats

@@ -25,6 +25,7 @@ mod config;
 mod converge;
 mod placement;
 mod record;
+mod settings;
 mod staging;
 mod store;
 

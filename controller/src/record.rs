@@ -25,6 +25,9 @@ pub struct AppRecord {
     pub version: Uuid,
     #[serde(default)]
     pub env: Vec<(String, String)>,
+    /// Hosts the app may send HTTP requests to.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
     pub created_at: u64,
     pub updated_at: u64,
 }
@@ -44,6 +47,7 @@ impl AppRecord {
             package_sha256: None,
             version: Uuid::new_v4(),
             env: Vec::new(),
+            allowed_outbound_hosts: Vec::new(),
             created_at: now,
             updated_at: now,
         }
@@ -63,6 +67,8 @@ impl AppRecord {
             instances: self.instances,
             running_instances,
             limits: self.limits,
+            allowed_outbound_hosts: self.allowed_outbound_hosts.clone(),
+            env: self.env.iter().cloned().collect(),
             urls: self.uris.iter().map(|host| config.url_of(host)).collect(),
             uris: self.uris.clone(),
             droplet: self.droplet.clone(),

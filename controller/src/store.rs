@@ -5,6 +5,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, kv, object_store};
 use futures::{StreamExt as _, TryStreamExt as _};
 use nimbus_protocol::droplet::BLOB_STORE;
+use nimbus_protocol::messages::{AppEvent, LogMessage};
 use nimbus_protocol::subjects;
 use uuid::Uuid;
 
@@ -14,8 +15,11 @@ const APPS: &str = "nimbus-apps";
 const APP_NAMES: &str = "nimbus-app-names";
 const TOKENS: &str = "nimbus-tokens";
 const LOGS_STREAM: &str = "NIMBUS_LOGS";
+const EVENTS_STREAM: &str = "NIMBUS_EVENTS";
 /// Lines kept per app for `nimbus logs --recent`.
 pub const RECENT_LOG_LINES: i64 = 1000;
+/// Events kept per app for `nimbus events`.
+pub const RECENT_EVENTS: i64 = 200;
 
 /// Why a store operation failed, for callers that branch on it.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +39,8 @@ pub struct Store {
     names: kv::Store,
     tokens: kv::Store,
     pub blobs: object_store::ObjectStore,
-    pub logs: jetstream::stream::Stream,
+    logs: jetstream::stream::Stream,
+    events: jetstream::stream::Stream,
 }
 
 impl Store {
@@ -67,22 +72,36 @@ impl Store {
             })
             .await
             .context("failed to open the blob store")?;
+        let per_app_stream = |name: &str, filter: &str, keep: i64| jetstream::stream::Config {
+            name: name.to_string(),
+            subjects: vec![filter.to_string()],
+            max_messages_per_subject: keep,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
         let logs = js
-            .get_or_create_stream(jetstream::stream::Config {
-                name: LOGS_STREAM.to_string(),
-                subjects: vec![subjects::LOGS_ALL.to_string()],
-                max_messages_per_subject: RECENT_LOG_LINES,
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
+            .get_or_create_stream(per_app_stream(
+                LOGS_STREAM,
+                subjects::LOGS_ALL,
+                RECENT_LOG_LINES,
+            ))
             .await
             .context("failed to open the log stream")?;
+        let events = js
+            .get_or_create_stream(per_app_stream(
+                EVENTS_STREAM,
+                subjects::EVENTS_ALL,
+                RECENT_EVENTS,
+            ))
+            .await
+            .context("failed to open the event stream")?;
         Ok(Store {
             apps,
             names,
             tokens,
             blobs,
             logs,
+            events,
         })
     }
 
@@ -251,38 +270,49 @@ impl Store {
     }
 
     /// The last lines of an app's log, oldest first.
-    pub async fn recent_logs(
-        &self,
-        app_id: Uuid,
-    ) -> anyhow::Result<Vec<nimbus_protocol::messages::LogMessage>> {
-        let consumer = self
-            .logs
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                filter_subject: subjects::logs(app_id),
-                deliver_policy: jetstream::consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .context("failed to read the log stream")?;
-        let mut lines = Vec::new();
-        let mut messages = consumer
-            .messages()
-            .await
-            .context("failed to read the log stream")?;
-        loop {
-            let next =
-                tokio::time::timeout(std::time::Duration::from_millis(200), messages.next()).await;
-            let Ok(Some(Ok(message))) = next else { break };
-            if let Ok(line) = nimbus_protocol::decode(&message.payload) {
-                lines.push(line);
-            }
-            match message.info() {
-                Ok(info) if info.pending == 0 => break,
-                _ => {}
-            }
-        }
-        Ok(lines)
+    pub async fn recent_logs(&self, app_id: Uuid) -> anyhow::Result<Vec<LogMessage>> {
+        recent(&self.logs, subjects::logs(app_id)).await
     }
+
+    /// The last events of an app, oldest first.
+    pub async fn recent_events(&self, app_id: Uuid) -> anyhow::Result<Vec<AppEvent>> {
+        recent(&self.events, subjects::events(app_id)).await
+    }
+}
+
+/// Every message a stream keeps on `subject`, oldest first; malformed ones are skipped.
+async fn recent<T: serde::de::DeserializeOwned>(
+    stream: &jetstream::stream::Stream,
+    subject: String,
+) -> anyhow::Result<Vec<T>> {
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: subject,
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .context("failed to read a stream")?;
+    // An empty subject delivers nothing: the consumer's pending count says when to stop.
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    let mut messages = consumer
+        .messages()
+        .await
+        .context("failed to read a stream")?;
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(std::time::Duration::from_secs(2), messages.next()).await
+    {
+        if let Ok(value) = nimbus_protocol::decode(&message.payload) {
+            found.push(value);
+        }
+        if message.info().is_ok_and(|info| info.pending == 0) {
+            break;
+        }
+    }
+    Ok(found)
 }
 
 fn encode(app: &AppRecord) -> bytes::Bytes {

@@ -10,8 +10,10 @@ use nimbus_protocol::subjects;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::compiled::CompileStats;
 use crate::config::Config;
 use crate::dea::Dea;
+use crate::pool::Allocator;
 
 /// A running DEA. Call [`Handle::shutdown`] to stop it cleanly; dropping it only stops listening.
 pub struct Handle {
@@ -24,6 +26,16 @@ impl Handle {
     /// The DEA's id (its start subject is `dea.<id>.start`).
     pub fn id(&self) -> &str {
         &self.dea.config.id
+    }
+
+    /// How the engine allocates instances (pooling, or on demand after a failed probe).
+    pub fn allocator(&self) -> Allocator {
+        self.dea.allocator()
+    }
+
+    /// How many droplets were compiled, and how many loaded from the on-disk cache.
+    pub fn compile_stats(&self) -> CompileStats {
+        self.dea.compile_stats()
     }
 
     /// Stops taking requests and heartbeating, unregisters every route, stops every instance

@@ -10,6 +10,24 @@ pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 pub const DEFAULT_MEMORY_MB: u64 = 4096;
 /// How often the DEA heartbeats and advertises by default.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Wasm instances the DEA runs at once by default: the pooling allocator's slot count. Instances
+/// live for one request, so this is the DEA-wide request concurrency, not the number of apps.
+pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
+/// Largest linear memory an app may ask for by default, in MB: the controller's own cap, so any
+/// app the API accepts can run. With pooling, every slot reserves this much address space (plus
+/// a 64 KiB guard): 1,000 slots × 1 GiB ≈ 1 TiB of virtual memory, which 47-bit hosts grant
+/// (the probe falls back to on-demand where they do not); resident memory stays what guests touch.
+pub const DEFAULT_MAX_INSTANCE_MEMORY_MB: u64 = 1024;
+/// Fuel per request when the app sets none. Wasmtime burns about one unit per wasm instruction,
+/// and runs roughly 1–3 billion a second here, so 5 billion is a few seconds of CPU: ample for
+/// a web request, yet a busy loop ends well before the default 30 s wall-clock limit.
+pub const DEFAULT_FUEL: u64 = 5_000_000_000;
+/// Size cap of an instance's scratch directory (`/tmp` in the guest), in bytes.
+pub const DEFAULT_SCRATCH_BYTES: u64 = 64 * 1024 * 1024;
+/// Guest log lines an instance may publish per second (also the burst).
+pub const DEFAULT_LOG_LINES_PER_SECOND: u32 = 1000;
+/// Guest log bytes an instance may publish per second (also the burst).
+pub const DEFAULT_LOG_BYTES_PER_SECOND: u64 = 1024 * 1024;
 
 /// Configuration of one DEA.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +42,28 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Interval of `dea.heartbeat` and `dea.advertise`.
     pub heartbeat_interval: Duration,
+    /// Use the pooling instance allocator when the host's address space allows it; `false`
+    /// forces on-demand allocation.
+    pub pooling: bool,
+    /// Wasm instances alive at once (pool size); see [`DEFAULT_MAX_INSTANCES`].
+    pub max_instances: u32,
+    /// Requests the DEA runs at once across every app; more wait briefly, then get 503.
+    /// At most `max_instances`, since every request needs an instance.
+    pub max_concurrent_requests: u32,
+    /// Largest `memory` limit an app may run with, in MB (sizes the pool's memory slots).
+    pub max_instance_memory_mb: u64,
+    /// Fuel per request for apps that set no `fuel` limit.
+    pub default_fuel: u64,
+    /// Size cap of each instance's scratch directory, in bytes.
+    pub scratch_bytes: u64,
+    /// Guest log lines per second per instance; the excess is dropped and counted.
+    pub log_lines_per_second: u32,
+    /// Guest log bytes per second per instance; the excess is dropped and counted.
+    pub log_bytes_per_second: u64,
+    /// Let apps reach loopback, private, link-local and other non-public addresses when their
+    /// `allowed_outbound_hosts` lists the host. Off by default: those networks hold the DEA's
+    /// own listeners, the bus and other tenants.
+    pub allow_private_egress: bool,
 }
 
 impl Config {
@@ -35,6 +75,15 @@ impl Config {
             memory_mb: DEFAULT_MEMORY_MB,
             data_dir,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            pooling: true,
+            max_instances: DEFAULT_MAX_INSTANCES,
+            max_concurrent_requests: DEFAULT_MAX_INSTANCES,
+            max_instance_memory_mb: DEFAULT_MAX_INSTANCE_MEMORY_MB,
+            default_fuel: DEFAULT_FUEL,
+            scratch_bytes: DEFAULT_SCRATCH_BYTES,
+            log_lines_per_second: DEFAULT_LOG_LINES_PER_SECOND,
+            log_bytes_per_second: DEFAULT_LOG_BYTES_PER_SECOND,
+            allow_private_egress: false,
         }
     }
 
@@ -55,6 +104,25 @@ impl Config {
                 "the DEA host {} cannot be registered with routers; give a reachable address",
                 self.host
             );
+        }
+        if self.max_instances == 0 || self.max_concurrent_requests == 0 {
+            anyhow::bail!("max_instances and max_concurrent_requests must be greater than zero");
+        }
+        if self.max_concurrent_requests > self.max_instances {
+            anyhow::bail!(
+                "max_concurrent_requests ({}) cannot exceed max_instances ({}): every request needs an instance",
+                self.max_concurrent_requests,
+                self.max_instances
+            );
+        }
+        if self.max_instance_memory_mb == 0 || self.max_instance_memory_mb > 4096 {
+            anyhow::bail!("max_instance_memory_mb must be between 1 and 4096 (32-bit wasm memory)");
+        }
+        if self.default_fuel == 0
+            || self.log_lines_per_second == 0
+            || self.log_bytes_per_second == 0
+        {
+            anyhow::bail!("default_fuel and the log rates must be greater than zero");
         }
         Ok(())
     }
@@ -78,5 +146,13 @@ mod tests {
         let mut config = Config::new(PathBuf::from("/tmp/x"));
         config.id = "a.b".into();
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn rejects_more_concurrent_requests_than_instances() {
+        let mut config = Config::new(PathBuf::from("/tmp/x"));
+        config.max_concurrent_requests = config.max_instances + 1;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("cannot exceed max_instances"), "{error}");
     }
 }

@@ -11,14 +11,21 @@ use nimbus_protocol::messages::{
 };
 use nimbus_protocol::subjects;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
+use crate::admission::Admission;
+use crate::compiled::CompileStats;
 use crate::config::Config;
 use crate::droplets::{Droplets, check_sha256};
+use crate::egress::EgressPolicy;
 use crate::engine::Runtime;
 use crate::http::AppServer;
 use crate::instance::Instance;
-use crate::logs::AppLog;
+use crate::logs::{AppLog, LogRates};
+use crate::notices::Notices;
+use crate::pool::Allocator;
+use crate::scratch::{self, Scratch};
 use crate::table::{Slot, Table};
 use crate::vcap;
 
@@ -30,22 +37,34 @@ pub(crate) struct Dea {
     runtime: Runtime,
     droplets: Droplets,
     table: Table,
+    /// The DEA-wide request cap, shared by every instance's admission.
+    requests: Arc<Semaphore>,
 }
 
 impl Dea {
     pub(crate) async fn new(config: Config, nats: async_nats::Client) -> anyhow::Result<Dea> {
-        let runtime = Runtime::new()?;
+        let runtime = Runtime::new(&config)?;
+        scratch::remove_leftovers(&config.data_dir);
         let registrar = Registrar::start(nats.clone())
             .await
             .context("failed to start the route registrar")?;
         Ok(Dea {
             droplets: Droplets::new(nats.clone(), &config.data_dir),
+            requests: Arc::new(Semaphore::new(config.max_concurrent_requests as usize)),
             config,
             nats,
             registrar,
             runtime,
             table: Table::default(),
         })
+    }
+
+    pub(crate) fn allocator(&self) -> Allocator {
+        self.runtime.allocator()
+    }
+
+    pub(crate) fn compile_stats(&self) -> CompileStats {
+        self.runtime.compile_stats()
     }
 
     /// Starts one instance; every failure becomes [`StartReply::Failed`] with a clear message.
@@ -67,8 +86,16 @@ impl Dea {
 
     async fn try_start(&self, request: Arc<StartRequest>, instance_id: Uuid) -> anyhow::Result<()> {
         check_sha256(&request.droplet.sha256)?;
-        if request.limits.memory_mb == 0 || request.limits.timeout_ms == 0 {
-            bail!("the memory and timeout limits must be greater than zero");
+        let limits = &request.limits;
+        if limits.memory_mb == 0 || limits.timeout_ms == 0 || limits.fuel == Some(0) {
+            bail!("the memory, timeout and fuel limits must be greater than zero");
+        }
+        if limits.memory_mb > self.config.max_instance_memory_mb {
+            bail!(
+                "the app asks for {} MB of memory; this DEA allows at most {} MB per instance",
+                limits.memory_mb,
+                self.config.max_instance_memory_mb
+            );
         }
         self.table
             .reserve(instance_id, request.clone(), self.config.memory_mb)?;
@@ -103,12 +130,29 @@ impl Dea {
             .local_addr()
             .context("failed to read the instance's port")?
             .port();
+        let rates = LogRates {
+            lines_per_second: self.config.log_lines_per_second,
+            bytes_per_second: self.config.log_bytes_per_second,
+        };
+        let log = AppLog::spawn(self.nats.clone(), request.app_id, request.index, rates);
+        let scratch = Scratch::create(
+            &self.config.data_dir,
+            instance_id,
+            self.config.scratch_bytes,
+        )?;
         let server = Arc::new(AppServer {
             prepared,
             clock: self.runtime.clock().clone(),
             env: vcap::environment(request, instance_id, port),
             limits: request.limits,
-            log: AppLog::spawn(self.nats.clone(), request.app_id, request.index),
+            fuel: request.limits.fuel.unwrap_or(self.config.default_fuel),
+            notices: Notices::spawn(self.nats.clone(), request.app_id, request.index, log),
+            egress: Arc::new(EgressPolicy::new(
+                &request.allowed_outbound_hosts,
+                self.config.allow_private_egress,
+            )),
+            admission: Admission::new(request.limits.max_concurrency, self.requests.clone()),
+            scratch: Arc::new(scratch),
         });
         let route = RouteRegistration {
             host: self.config.host.to_string(),

@@ -1,8 +1,6 @@
-//! The DEA's one wasmtime [`Engine`], its epoch ticker, and the in-memory cache of compiled
-//! droplets (one [`ProxyPre`] per droplet SHA-256, shared by every instance of that droplet).
-//!
-//! All engine configuration lives here so the pooling allocator can replace the on-demand one
-//! in a single place.
+//! The DEA's one wasmtime [`Engine`] (configured in `pool`), its epoch ticker, and the
+//! in-memory cache of compiled droplets (one [`ProxyPre`] per droplet SHA-256, shared by every
+//! instance of that droplet), backed by the on-disk cache in `compiled`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,11 +11,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::OnceCell;
+use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use crate::compiled::{CompileStats, CompiledCache};
+use crate::config::Config;
 use crate::guest::GuestState;
+use crate::pool::{Allocator, build_engine};
 
 /// How often the ticker advances the engine's epoch: the granularity of wall-clock limits and
 /// of the time slices after which a busy guest yields to other tasks.
@@ -29,7 +30,9 @@ pub(crate) type Prepared = ProxyPre<GuestState>;
 /// Engine, linker, epoch clock and compile cache of one DEA.
 pub(crate) struct Runtime {
     engine: Engine,
+    allocator: Allocator,
     linker: Arc<Linker<GuestState>>,
+    cache: Arc<CompiledCache>,
     clock: EpochClock,
     compiled: Mutex<HashMap<String, Arc<OnceCell<Prepared>>>>,
     ticker: Mutex<Option<JoinHandle<()>>>,
@@ -38,12 +41,9 @@ pub(crate) struct Runtime {
 
 impl Runtime {
     /// Builds the engine and linker and starts the epoch ticker thread.
-    pub(crate) fn new() -> anyhow::Result<Runtime> {
-        let mut config = Config::new();
-        // Wall-clock limits and cooperative yields both ride on epochs (RUNTIME-NOTES.md).
-        config.epoch_interruption(true);
-        let engine =
-            anyhow_result(Engine::new(&config)).context("failed to create the wasmtime engine")?;
+    pub(crate) fn new(config: &Config) -> anyhow::Result<Runtime> {
+        let (engine, allocator) =
+            build_engine(config).context("failed to create the wasmtime engine")?;
 
         let mut linker = Linker::new(&engine);
         // Real guests (Rust std, wstd, Python, JS) import wasi:cli besides wasi:http, so link the
@@ -59,7 +59,9 @@ impl Runtime {
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = spawn_ticker(engine.clone(), clock.clone(), stop.clone())?;
         Ok(Runtime {
+            cache: Arc::new(CompiledCache::new(&config.data_dir, &engine)),
             engine,
+            allocator,
             linker: Arc::new(linker),
             clock,
             compiled: Mutex::default(),
@@ -70,6 +72,14 @@ impl Runtime {
 
     pub(crate) fn clock(&self) -> &EpochClock {
         &self.clock
+    }
+
+    pub(crate) fn allocator(&self) -> Allocator {
+        self.allocator
+    }
+
+    pub(crate) fn compile_stats(&self) -> CompileStats {
+        self.cache.stats()
     }
 
     /// The compiled droplet with this SHA-256, compiling it from `fetch`'s bytes the first time.
@@ -85,15 +95,27 @@ impl Runtime {
         };
         let prepared = cell
             .get_or_try_init(|| async {
-                let bytes = fetch.await?;
                 let engine = self.engine.clone();
-                let linker = self.linker.clone();
+                let cache = self.cache.clone();
+                let sha = sha256.to_string();
+                let from_disk = tokio::task::spawn_blocking(move || cache.load(&engine, &sha))
+                    .await
+                    .context("the loader task failed")?;
+                let bytes = match from_disk {
+                    Some(component) => return self.link(sha256, component),
+                    None => fetch.await?,
+                };
+                let engine = self.engine.clone();
+                let cache = self.cache.clone();
                 let sha = sha256.to_string();
                 // Cranelift takes hundreds of milliseconds on real droplets: keep it off the
                 // executor threads that serve requests.
-                tokio::task::spawn_blocking(move || compile(&engine, &linker, &sha, &bytes))
-                    .await
-                    .context("the compiler task failed")?
+                let component =
+                    tokio::task::spawn_blocking(move || cache.compile(&engine, &sha, &bytes))
+                        .await
+                        .context("the compiler task failed")??;
+                tracing::info!(sha256, "compiled droplet");
+                self.link(sha256, component)
             })
             .await?;
         Ok(prepared.clone())
@@ -118,21 +140,14 @@ impl Drop for Runtime {
     }
 }
 
-fn compile(
-    engine: &Engine,
-    linker: &Linker<GuestState>,
-    sha256: &str,
-    bytes: &[u8],
-) -> anyhow::Result<Prepared> {
-    let component = anyhow_result(Component::new(engine, bytes))
-        .with_context(|| format!("droplet {sha256} is not a valid WebAssembly component"))?;
-    let pre = anyhow_result(linker.instantiate_pre(&component)).with_context(|| {
-        format!("droplet {sha256} imports interfaces this DEA does not provide")
-    })?;
-    let prepared = anyhow_result(ProxyPre::new(pre))
-        .with_context(|| format!("droplet {sha256} does not export wasi:http/incoming-handler"))?;
-    tracing::info!(sha256, "compiled droplet");
-    Ok(prepared)
+impl Runtime {
+    fn link(&self, sha256: &str, component: Component) -> anyhow::Result<Prepared> {
+        let pre = anyhow_result(self.linker.instantiate_pre(&component)).with_context(|| {
+            format!("droplet {sha256} imports interfaces this DEA does not provide")
+        })?;
+        anyhow_result(ProxyPre::new(pre))
+            .with_context(|| format!("droplet {sha256} does not export wasi:http/incoming-handler"))
+    }
 }
 
 /// wasmtime 48 has its own error type, which anyhow's `Context` does not extend.
@@ -202,7 +217,10 @@ mod tests {
 
     #[tokio::test]
     async fn rejects_bytes_that_are_not_a_component() {
-        let runtime = Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path().to_path_buf());
+        config.max_instances = 4;
+        let runtime = Runtime::new(&config).unwrap();
         let Err(error) = runtime
             .prepare("00", async { Ok(b"not wasm".to_vec()) })
             .await

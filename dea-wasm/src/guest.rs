@@ -1,26 +1,42 @@
 //! What one request's [`Store`] holds, and how it is set up: WASI with the instance's
-//! environment and logged stdio, wasi:http with outbound requests denied, memory limits, and an
-//! epoch deadline for the wall-clock limit.
+//! environment, logged stdio and its scratch directory as `/tmp` (no other files); wasi:http
+//! with outbound requests checked by `outbound`; memory and table limits; a fuel budget with
+//! periodic yields; and an epoch deadline for the wall-clock limit.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use nimbus_protocol::Limits;
 use nimbus_protocol::messages::LogStream;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::egress::EgressPolicy;
 use crate::engine::EpochClock;
-use crate::logs::AppLog;
+use crate::limiter::GuestLimiter;
+use crate::notices::Notices;
+use crate::outbound::OutboundHooks;
+use crate::pool::FUEL_YIELD_INTERVAL;
+use crate::scratch;
 
 /// The data of one request's store.
 pub(crate) struct GuestState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
-    hooks: DenyOutbound,
-    limits: StoreLimits,
+    hooks: OutboundHooks,
+    limiter: GuestLimiter,
+}
+
+impl GuestState {
+    /// Whether the limiter refused a growth during this request.
+    pub(crate) fn grow_denied(&self) -> bool {
+        self.limiter.denied()
+    }
 }
 
 impl WasiView for GuestState {
@@ -42,62 +58,48 @@ impl WasiHttpView for GuestState {
     }
 }
 
-/// wasi:http lets guests call anywhere, loopback included (RUNTIME-NOTES.md); on a multi-tenant
-/// DEA that would reach other tenants' instances and the bus. Outbound access is granted per app
-/// by a later issue; until then every outbound request is refused.
-struct DenyOutbound;
-
-impl WasiHttpHooks for DenyOutbound {
-    fn send_request(
-        &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-                )>,
-            > + Send,
-    > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
-    }
-}
-
 /// Everything a store needs that is fixed per instance.
 pub(crate) struct StoreSetup<'a> {
     pub(crate) engine: &'a Engine,
     pub(crate) clock: &'a EpochClock,
     pub(crate) env: &'a [(String, String)],
     pub(crate) limits: Limits,
-    pub(crate) log: &'a AppLog,
+    /// The fuel budget of one request (the app's, or the DEA's default).
+    pub(crate) fuel: u64,
+    pub(crate) egress: &'a Arc<EgressPolicy>,
+    pub(crate) notices: &'a Notices,
+    pub(crate) scratch: &'a Path,
 }
 
 /// A fresh store for one request, its deadline counted from now.
-pub(crate) fn new_store(setup: &StoreSetup<'_>) -> Store<GuestState> {
+pub(crate) fn new_store(setup: &StoreSetup<'_>) -> anyhow::Result<Store<GuestState>> {
+    let log = setup.notices.log();
     let wasi = WasiCtx::builder()
         .envs(setup.env)
-        .stdout(setup.log.guest_output(LogStream::Out))
-        .stderr(setup.log.guest_output(LogStream::Err))
-        .build();
-    let memory =
-        usize::try_from(setup.limits.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
-    let limits = StoreLimitsBuilder::new()
-        .memory_size(memory)
-        // A failed memory.grow returns -1 to the guest, as on a native OOM; Rust guests then
-        // abort, which surfaces as a trap.
-        .trap_on_grow_failure(false)
+        .stdout(log.guest_output(LogStream::Out))
+        .stderr(log.guest_output(LogStream::Err))
+        .preopened_dir(setup.scratch, scratch::GUEST_PATH, FsPerms::ReadWrite)
+        .map_err(anyhow::Error::from)
+        .context("failed to open the scratch directory")?
         .build();
     let state = GuestState {
         wasi,
         http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
-        hooks: DenyOutbound,
-        limits,
+        hooks: OutboundHooks {
+            policy: setup.egress.clone(),
+            notices: setup.notices.clone(),
+        },
+        limiter: GuestLimiter::new(setup.limits.memory_mb),
     };
     let mut store = Store::new(setup.engine, state);
-    store.limiter(|state| &mut state.limits);
+    store.limiter(|state| &mut state.limiter);
+    // Fuel starts at zero (RUNTIME-NOTES.md); yielding every interval keeps a busy guest from
+    // holding an executor thread for its whole budget.
+    store.set_fuel(setup.fuel).map_err(anyhow::Error::from)?;
+    store
+        .fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))
+        .map_err(anyhow::Error::from)?;
 
     // Check the clock every tick: yield to other tasks until the deadline, then interrupt.
     let deadline = setup
@@ -112,5 +114,5 @@ pub(crate) fn new_store(setup: &StoreSetup<'_>) -> Store<GuestState> {
             UpdateDeadline::Yield(1)
         })
     });
-    store
+    Ok(store)
 }

@@ -1,14 +1,18 @@
 //! Serving one HTTP request with a fresh guest instance, following wasmtime-wasi-http's
 //! `ProxyPre` pattern: the guest runs in its own task and hands its response over a oneshot, so
-//! the body streams while the guest keeps running.
+//! the body streams while the guest keeps running. Before the guest runs, the request passes the
+//! body-size check and admission (instance and DEA concurrency); a supervisor task enforces the
+//! wall-clock limit, reports how the guest ended and checks the scratch directory afterwards.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use nimbus_protocol::Limits;
+use nimbus_protocol::messages::EventKind;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use wasmtime::Store;
@@ -18,10 +22,14 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
+use crate::admission::{ADMISSION_WAIT, Admission, Admitted};
+use crate::body::{LimitedBody, declared_length};
+use crate::egress::EgressPolicy;
 use crate::engine::{EpochClock, Prepared};
-use crate::failure::{Failure, Stage};
+use crate::failure::{Failure, RunLimits, Stage};
 use crate::guest::{GuestState, StoreSetup, new_store};
-use crate::logs::AppLog;
+use crate::notices::Notices;
+use crate::scratch::{SCRATCH_LIMIT, Scratch};
 
 /// Everything needed to serve requests of one instance; shared by its connections.
 pub(crate) struct AppServer {
@@ -30,7 +38,12 @@ pub(crate) struct AppServer {
     /// The guest environment (`VCAP_APPLICATION`, `PORT`, user env).
     pub(crate) env: Vec<(String, String)>,
     pub(crate) limits: Limits,
-    pub(crate) log: AppLog,
+    /// Fuel per request: the app's limit or the DEA's default.
+    pub(crate) fuel: u64,
+    pub(crate) notices: Notices,
+    pub(crate) egress: Arc<EgressPolicy>,
+    pub(crate) admission: Admission,
+    pub(crate) scratch: Arc<Scratch>,
 }
 
 impl AppServer {
@@ -46,44 +59,65 @@ impl AppServer {
     }
 
     async fn run(
-        &self,
+        self: &Arc<Self>,
         request: Request<Incoming>,
     ) -> Result<Response<HyperOutgoingBody>, Failure> {
+        let max_body = self.limits.max_body_bytes;
+        if declared_length(&request).is_some_and(|length| length > max_body) {
+            return Err(self.report(Failure::BodyTooLarge(max_body)));
+        }
+        let admitted = self
+            .admission
+            .admit(ADMISSION_WAIT)
+            .await
+            .ok_or_else(|| self.report(Failure::Overloaded))?;
+
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let request = request.map(|body| LimitedBody::new(body, max_body, overflowed.clone()));
         let mut store = new_store(&StoreSetup {
             engine: self.prepared.engine(),
             clock: &self.clock,
             env: &self.env,
             limits: self.limits,
-            log: &self.log,
-        });
+            fuel: self.fuel,
+            egress: &self.egress,
+            notices: &self.notices,
+            scratch: self.scratch.path(),
+        })
+        .map_err(|e| self.report(Failure::Internal(format!("{e:#}"))))?;
         let (sender, receiver) = oneshot::channel();
         let incoming = store
             .data_mut()
             .http()
             .new_incoming_request(Scheme::Http, request)
-            .map_err(|e| Failure::BadRequest(format!("{e:#}")))?;
+            .map_err(|e| self.report(Failure::BadRequest(format!("{e:#}"))))?;
         let outparam = store
             .data_mut()
             .http()
             .new_response_outparam(sender)
             .map_err(|e| self.report(Failure::Internal(format!("{e:#}"))))?;
 
+        let run = RunLimits {
+            timeout_ms: self.limits.timeout_ms,
+            fuel: self.fuel,
+            memory_mb: self.limits.memory_mb,
+            grow_denied: false,
+        };
         let guest = tokio::spawn(run_guest(
             self.prepared.clone(),
             store,
             incoming,
             outparam,
-            self.limits.timeout_ms,
+            run,
         ));
-        let supervisor = tokio::spawn(supervise(
-            guest,
-            Duration::from_millis(self.limits.timeout_ms),
-            self.limits.timeout_ms,
-            self.log.clone(),
-        ));
+        let supervisor = tokio::spawn(supervise(guest, self.clone(), overflowed.clone(), admitted));
 
+        // A body over the limit wins over whatever the guest made of it; the supervisor
+        // reports it once the guest is done.
+        let too_large = || overflowed.load(Ordering::Relaxed);
         match receiver.await {
             // The supervisor keeps watching the guest while the body streams.
+            Ok(Ok(_)) | Ok(Err(_)) if too_large() => Err(Failure::BodyTooLarge(max_body)),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(code)) => Err(self.report(Failure::GuestError(format!("{code:?}")))),
             // The outparam was dropped with the store: the guest is done, one way or another.
@@ -98,20 +132,27 @@ impl AppServer {
         }
     }
 
-    /// Writes a failure to the app's log (and the DEA's, if it is ours), then returns it.
+    /// Reports a failure (log line, event), then returns it.
     fn report(&self, failure: Failure) -> Failure {
-        report(&self.log, &failure);
+        self.notices.failure(&failure);
         failure
     }
-}
 
-fn report(log: &AppLog, failure: &Failure) {
-    if failure.is_host_error() {
-        tracing::error!(%failure, "request failed on the host side");
-    } else {
-        tracing::debug!(%failure, "request failed in the guest");
+    /// Empties the scratch directory if the request left it over its cap.
+    async fn enforce_scratch(&self) {
+        let scratch = self.scratch.clone();
+        let Ok(Some(size)) = tokio::task::spawn_blocking(move || scratch.enforce()).await else {
+            return;
+        };
+        self.notices.report(
+            EventKind::LimitExceeded,
+            SCRATCH_LIMIT,
+            format!(
+                "the scratch directory /tmp held {size} bytes, over its cap of {} bytes; it was emptied",
+                self.scratch.cap()
+            ),
+        );
     }
-    log.platform(failure.to_string());
 }
 
 /// Instantiates the guest and calls its `wasi:http/incoming-handler`.
@@ -120,38 +161,51 @@ async fn run_guest(
     mut store: Store<GuestState>,
     incoming: Resource<HostIncomingRequest>,
     outparam: Resource<HostResponseOutparam>,
-    timeout_ms: u64,
+    run: RunLimits,
 ) -> Result<(), Failure> {
-    let proxy = prepared
-        .instantiate_async(&mut store)
-        .await
-        .map_err(|e| Failure::from_guest_error(&e, Stage::Instantiate, timeout_ms))?;
-    proxy
-        .wasi_http_incoming_handler()
-        .call_handle(&mut store, incoming, outparam)
-        .await
-        .map_err(|e| Failure::from_guest_error(&e, Stage::Handle, timeout_ms))
+    let result = match prepared.instantiate_async(&mut store).await {
+        Ok(proxy) => proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, incoming, outparam)
+            .await
+            .map_err(|e| (e, Stage::Handle)),
+        Err(error) => Err((error, Stage::Instantiate)),
+    };
+    result.map_err(|(error, stage)| {
+        let run = RunLimits {
+            grow_denied: store.data().grow_denied(),
+            ..run
+        };
+        Failure::from_guest_error(&error, stage, run)
+    })
 }
 
 /// Enforces the wall-clock limit on the whole guest run, including host calls the epoch cannot
-/// interrupt (a guest sleeping in `wasi:clocks`), and reports how the guest ended.
+/// interrupt (a guest sleeping in `wasi:clocks`), reports how the guest ended, and frees the
+/// request's admission slots only once the guest is gone.
 async fn supervise(
     mut guest: JoinHandle<Result<(), Failure>>,
-    limit: Duration,
-    timeout_ms: u64,
-    log: AppLog,
+    server: Arc<AppServer>,
+    overflowed: Arc<AtomicBool>,
+    admitted: Admitted,
 ) -> Result<(), Failure> {
-    let outcome = match tokio::time::timeout(limit, &mut guest).await {
+    let limit = Duration::from_millis(server.limits.timeout_ms);
+    let mut outcome = match tokio::time::timeout(limit, &mut guest).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(error)) => Err(Failure::Internal(format!("the guest task failed: {error}"))),
         Err(_) => {
             // Dropping the store with the task also drops the response outparam.
             guest.abort();
-            Err(Failure::Timeout(timeout_ms))
+            Err(Failure::Timeout(server.limits.timeout_ms))
         }
     };
-    if let Err(failure) = &outcome {
-        report(&log, failure);
+    drop(admitted);
+    if overflowed.load(Ordering::Relaxed) {
+        outcome = Err(Failure::BodyTooLarge(server.limits.max_body_bytes));
     }
+    if let Err(failure) = &outcome {
+        server.notices.failure(failure);
+    }
+    server.enforce_scratch().await;
     outcome
 }

@@ -1,5 +1,6 @@
 //! One running instance: its listener and the loop serving HTTP/1.1 on it. Stopping closes the
-//! listener at once and lets requests in flight finish (bounded by the request time limit).
+//! listener at once, lets requests in flight finish (bounded by the request time limit), then
+//! removes the instance's scratch directory.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::AppServer;
+use crate::scratch::Scratch;
 
 /// Extra time beyond the request limit that stopping waits for in-flight requests.
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
@@ -22,6 +24,7 @@ pub(crate) struct Instance {
     pub(crate) route: RouteRegistration,
     stop: CancellationToken,
     serving: Mutex<Option<JoinHandle<()>>>,
+    scratch: Option<Arc<Scratch>>,
 }
 
 impl Instance {
@@ -33,11 +36,13 @@ impl Instance {
     ) -> Instance {
         let stop = CancellationToken::new();
         let drain = Duration::from_millis(server.limits.timeout_ms).saturating_add(DRAIN_GRACE);
+        let scratch = Some(server.scratch.clone());
         let serving = tokio::spawn(accept_loop(listener, server, stop.clone(), drain));
         Instance {
             route,
             stop,
             serving: Mutex::new(Some(serving)),
+            scratch,
         }
     }
 
@@ -48,6 +53,7 @@ impl Instance {
             route,
             stop: CancellationToken::new(),
             serving: Mutex::new(None),
+            scratch: None,
         }
     }
 
@@ -67,6 +73,20 @@ impl Instance {
             && let Err(error) = serving.await
         {
             tracing::warn!(%error, port = self.route.port, "instance serving task failed");
+        }
+        if let Some(scratch) = &self.scratch {
+            let scratch = scratch.clone();
+            // Guests aborted at the drain deadline may still hold files open; removal of an
+            // open file still frees its name, and its space once the guest task is gone.
+            if tokio::task::spawn_blocking(move || scratch.remove())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    port = self.route.port,
+                    "failed to remove the scratch directory"
+                );
+            }
         }
     }
 }

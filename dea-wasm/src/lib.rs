@@ -6,12 +6,17 @@
 //!   `dea.advertise`, `dea.heartbeat`, `droplet.exited` out. It drives `dea`, which owns the
 //!   instance `table` and registers routes through [`nimbus_bus::Registrar`].
 //! - `droplets` downloads a droplet from the blob store once, verifies its SHA-256 and caches
-//!   it on disk; `engine` compiles it once into a `ProxyPre` (one wasmtime engine per DEA, one
-//!   epoch ticker thread).
-//! - `instance` is one running instance: a listener on `host:0` serving HTTP/1.1. Every request
-//!   gets a fresh store (`guest`: environment from `vcap`, stdout/stderr to the app's log via
-//!   `logs`, memory and wall-clock limits) and runs in `http`; `failure` maps traps and timeouts
-//!   to statuses with an `x-nimbus-error` header.
+//!   it on disk; `engine` turns it into a `ProxyPre` once, loading the machine code from
+//!   `compiled` (on disk, keyed by the engine's compatibility hash) or compiling it. One engine
+//!   per DEA (`pool`: pooling allocator after a probe, fuel, epochs, copy-on-write images), one
+//!   epoch ticker thread.
+//! - `instance` is one running instance: a listener on `host:0` serving HTTP/1.1. A request is
+//!   checked against the body limit (`body`) and admitted (`admission`: per-instance and
+//!   DEA-wide concurrency), then gets a fresh store (`guest`: environment from `vcap`, stdio to
+//!   the rate-capped log via `logs`, `/tmp` from `scratch`, outbound HTTP through `outbound`
+//!   under the `egress` policy, memory via `limiter`, fuel, and a wall-clock deadline) and runs
+//!   in `http`. `failure` maps each way a request can end to a status and an `x-nimbus-error`
+//!   header; `notices` turns it into a log line and an `events.<app_id>` event, rate-capped.
 //!
 //! ```no_run
 //! # async fn run(nats: async_nats::Client) -> anyhow::Result<()> {
@@ -23,18 +28,35 @@
 //! # }
 //! ```
 
+mod admission;
 mod agent;
+mod body;
+mod compiled;
 mod config;
 mod dea;
 mod droplets;
+mod egress;
 mod engine;
 mod failure;
 mod guest;
 mod http;
 mod instance;
+mod limiter;
 mod logs;
+mod notices;
+mod outbound;
+mod pool;
+mod rate;
+mod scratch;
+mod stdio;
 mod table;
 mod vcap;
 
 pub use agent::{Handle, start};
-pub use config::{Config, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HOST, DEFAULT_MEMORY_MB};
+pub use compiled::CompileStats;
+pub use config::{
+    Config, DEFAULT_FUEL, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HOST, DEFAULT_LOG_BYTES_PER_SECOND,
+    DEFAULT_LOG_LINES_PER_SECOND, DEFAULT_MAX_INSTANCE_MEMORY_MB, DEFAULT_MAX_INSTANCES,
+    DEFAULT_MEMORY_MB, DEFAULT_SCRATCH_BYTES,
+};
+pub use pool::Allocator;

@@ -188,8 +188,10 @@ mod tests {
             limits: Limits {
                 memory_mb,
                 timeout_ms: 1000,
+                ..Limits::default()
             },
             env: vec![],
+            allowed_outbound_hosts: vec![],
         })
     }
 

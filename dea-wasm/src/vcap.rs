@@ -1,5 +1,6 @@
-//! The environment an instance sees: Cloud Foundry's `VCAP_APPLICATION` and friends, then the
-//! user's own variables (last, so an app developer can see exactly what they set).
+//! The environment an instance sees: Cloud Foundry's `VCAP_APPLICATION`, `VCAP_SERVICES` (no
+//! services can be bound yet, so `{}`) and friends, then the user's own variables (last, so an
+//! app developer can see exactly what they set). Nothing from the DEA's own environment leaks.
 
 use nimbus_protocol::messages::StartRequest;
 use serde_json::json;
@@ -16,6 +17,7 @@ pub(crate) fn environment(
             "VCAP_APPLICATION".to_string(),
             vcap_application(request, instance_id).to_string(),
         ),
+        ("VCAP_SERVICES".to_string(), "{}".to_string()),
         ("PORT".to_string(), port.to_string()),
         ("VCAP_APP_PORT".to_string(), port.to_string()),
         ("INSTANCE_INDEX".to_string(), request.index.to_string()),
@@ -41,6 +43,9 @@ fn vcap_application(request: &StartRequest, instance_id: Uuid) -> serde_json::Va
         "limits": {
             "mem": request.limits.memory_mb,
             "timeout_ms": request.limits.timeout_ms,
+            "fuel": request.limits.fuel,
+            "max_concurrency": request.limits.max_concurrency,
+            "max_body_bytes": request.limits.max_body_bytes,
         },
     })
 }
@@ -67,8 +72,10 @@ mod tests {
             limits: Limits {
                 memory_mb: 64,
                 timeout_ms: 5000,
+                ..Limits::default()
             },
             env: vec![("GREETING".into(), "hi".into())],
+            allowed_outbound_hosts: vec![],
         }
     }
 
@@ -96,7 +103,9 @@ mod tests {
         assert_eq!(vcap["version"], request.version.to_string());
         assert_eq!(vcap["instance_id"], instance_id.to_string());
         assert_eq!(vcap["instance_index"], 2);
-        assert_eq!(vcap["limits"], json!({"mem": 64, "timeout_ms": 5000}));
+        assert_eq!(vcap["limits"]["mem"], 64);
+        assert_eq!(vcap["limits"]["timeout_ms"], 5000);
+        assert_eq!(lookup(&env, "VCAP_SERVICES"), "{}");
     }
 
     #[test]

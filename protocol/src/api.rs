@@ -1,5 +1,7 @@
 //! Bodies of the controller's REST API under `/v1`, shared by the controller and the CLI.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -29,7 +31,7 @@ pub enum AppState {
     Stopped,
 }
 
-/// `POST /v1/apps`.
+/// `POST /v1/apps`: a name and any of [`UpdateApp`]'s settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApp {
@@ -40,9 +42,36 @@ pub struct CreateApp {
     pub memory_mb: Option<u64>,
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub fuel: Option<u64>,
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    #[serde(default)]
+    pub allowed_outbound_hosts: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
 }
 
-/// `PATCH /v1/apps/{app}`: fields left out keep their value.
+impl CreateApp {
+    /// The settings part of the request.
+    pub fn settings(&self) -> UpdateApp {
+        UpdateApp {
+            instances: self.instances,
+            memory_mb: self.memory_mb,
+            timeout_ms: self.timeout_ms,
+            fuel: self.fuel,
+            max_concurrency: self.max_concurrency,
+            max_body_bytes: self.max_body_bytes,
+            allowed_outbound_hosts: self.allowed_outbound_hosts.clone(),
+            env: self.env.clone(),
+        }
+    }
+}
+
+/// `PATCH /v1/apps/{app}`: fields left out keep their value. Changing anything but
+/// `instances` restarts the app's instances (rolling) so they run under the new settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateApp {
@@ -52,6 +81,29 @@ pub struct UpdateApp {
     pub memory_mb: Option<u64>,
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Fuel per request.
+    #[serde(default)]
+    pub fuel: Option<u64>,
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    /// Replaces the list of hosts the app may call.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Option<Vec<String>>,
+    /// Replaces the app's user environment.
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+impl UpdateApp {
+    /// Whether only the instance count changes (no restart needed).
+    pub fn only_scales(&self) -> bool {
+        UpdateApp {
+            instances: None,
+            ..self.clone()
+        } == UpdateApp::default()
+    }
 }
 
 /// An app as the API shows it.
@@ -65,6 +117,12 @@ pub struct App {
     /// Instances reported running by DEAs right now.
     pub running_instances: u32,
     pub limits: Limits,
+    /// Hosts the app may send HTTP requests to.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
+    /// User environment, visible to the app next to `VCAP_APPLICATION`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
     pub uris: Vec<String>,
     /// Full URLs of the app through the router.
     pub urls: Vec<String>,
@@ -160,6 +218,20 @@ mod tests {
         assert!(decode::<CreateApp>(br#"{"name":"a","colour":1}"#).is_err());
         let ok: CreateApp = decode(br#"{"name":"a"}"#).unwrap();
         assert_eq!(ok.instances, None);
+    }
+
+    #[test]
+    fn only_instance_changes_count_as_scaling() {
+        let scale = UpdateApp {
+            instances: Some(3),
+            ..Default::default()
+        };
+        assert!(scale.only_scales());
+        let memory = UpdateApp {
+            memory_mb: Some(64),
+            ..scale
+        };
+        assert!(!memory.only_scales());
     }
 
     #[test]

@@ -49,13 +49,37 @@ pub const DEFAULT_MEMORY_MB: u64 = 128;
 /// The default wall-clock limit of one request, in milliseconds.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 
+/// The default number of requests one instance serves at once.
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 32;
+/// The default largest request body, in bytes.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+
 /// Limits an app's instances run under, enforced by the DEA on every request.
+///
+/// Fields added after the first release default when absent, so stored apps keep decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
-    /// Linear memory of one instance, in MB.
+    /// Linear memory and tables of one instance, in MB.
     pub memory_mb: u64,
     /// Wall-clock limit of one request, in milliseconds.
     pub timeout_ms: u64,
+    /// Fuel (roughly, wasm instructions) one request may burn; `None` leaves the DEA's default.
+    #[serde(default)]
+    pub fuel: Option<u64>,
+    /// Requests one instance serves at once; more wait briefly, then get 503.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: u32,
+    /// Largest request body in bytes; larger requests get 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+}
+
+fn default_max_concurrency() -> u32 {
+    DEFAULT_MAX_CONCURRENCY
+}
+
+fn default_max_body_bytes() -> u64 {
+    DEFAULT_MAX_BODY_BYTES
 }
 
 impl Default for Limits {
@@ -63,6 +87,9 @@ impl Default for Limits {
         Limits {
             memory_mb: DEFAULT_MEMORY_MB,
             timeout_ms: DEFAULT_TIMEOUT_MS,
+            fuel: None,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -70,6 +97,15 @@ impl Default for Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_stored_before_new_fields_existed_still_decode() {
+        let old: Limits = serde_json::from_str(r#"{"memory_mb":64,"timeout_ms":1000}"#).unwrap();
+        assert_eq!(old.memory_mb, 64);
+        assert_eq!(old.fuel, None);
+        assert_eq!(old.max_concurrency, DEFAULT_MAX_CONCURRENCY);
+        assert_eq!(old.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    }
 
     #[test]
     fn manifest_round_trips_with_kebab_case_kind() {

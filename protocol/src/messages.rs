@@ -36,6 +36,10 @@ pub struct StartRequest {
     /// User environment, added to the guest's environment after `VCAP_APPLICATION`.
     #[serde(default)]
     pub env: Vec<(String, String)>,
+    /// Hosts the app may send HTTP requests to (`host` or `host:port`; `*.example.com` matches
+    /// subdomains). Empty: no outbound HTTP at all.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
 }
 
 /// The DEA's reply to a [`StartRequest`].
@@ -179,6 +183,37 @@ pub enum StagingDone {
     Failed { message: String },
 }
 
+/// What kind of platform event happened to an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A request hit one of the app's limits (fuel, memory, timeout, concurrency, body size).
+    LimitExceeded,
+    /// A request ended in a guest trap (a panic, `unreachable`, a stack overflow).
+    Trapped,
+    /// The app tried something its capabilities do not grant (egress, files).
+    Denied,
+    /// An instance crashed.
+    Crashed,
+    /// Instances or limits changed.
+    Scaled,
+}
+
+/// `events.<app_id>`: something the platform did or saw happen to an app (`nimbus events`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppEvent {
+    pub app_id: Uuid,
+    pub kind: EventKind,
+    /// A short machine-readable cause, e.g. `fuel_exhausted` (the `x-nimbus-error` value).
+    pub reason: String,
+    /// What happened, for people.
+    pub description: String,
+    #[serde(default)]
+    pub instance_index: Option<u32>,
+    /// ms since the Unix epoch.
+    pub timestamp: u64,
+}
+
 /// Which stream a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -241,6 +276,15 @@ mod tests {
             uris: vec!["hello.localhost".into()],
             limits: Limits::default(),
             env: vec![("K".into(), "V".into())],
+            allowed_outbound_hosts: vec!["api.example.com".into()],
+        });
+        round_trip(AppEvent {
+            app_id,
+            kind: EventKind::LimitExceeded,
+            reason: "fuel_exhausted".into(),
+            description: "request ran out of fuel".into(),
+            instance_index: Some(0),
+            timestamp: 1,
         });
         round_trip(StartReply::Started {
             instance_id: Uuid::new_v4(),

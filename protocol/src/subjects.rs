@@ -26,6 +26,8 @@ pub const STAGING: &str = "staging";
 pub const STAGING_QUEUE: &str = "staging";
 /// Subject filter of the JetStream stream that keeps every app's recent logs.
 pub const LOGS_ALL: &str = "logs.>";
+/// Subject filter of the JetStream stream that keeps every app's recent events.
+pub const EVENTS_ALL: &str = "events.>";
 
 /// Start requests for one DEA.
 pub fn dea_start(dea_id: &str) -> String {
@@ -47,6 +49,11 @@ pub fn logs(app_id: Uuid) -> String {
     format!("logs.{app_id}")
 }
 
+/// Platform events of one app (limits hit, traps, crashes).
+pub fn events(app_id: Uuid) -> String {
+    format!("events.{app_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +71,7 @@ mod tests {
             "staging.00000000-0000-0000-0000-000000000000.done"
         );
         assert_eq!(logs(id), "logs.00000000-0000-0000-0000-000000000000");
+        assert_eq!(events(id), "events.00000000-0000-0000-0000-000000000000");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `nimbus apps` and `nimbus app NAME`.
 
 use nimbus_protocol::api::App;
+use nimbus_protocol::messages::AppEvent;
 
 use crate::client::Client;
 use crate::output;
@@ -50,6 +51,28 @@ pub async fn show(client: &Client, name: &str, json: bool) -> anyhow::Result<()>
         ("instances", self::instances(&app)),
         ("memory", format!("{} MB", app.limits.memory_mb)),
         ("timeout", format!("{} ms", app.limits.timeout_ms)),
+        (
+            "fuel",
+            app.limits
+                .fuel
+                .map_or("DEA default".to_string(), |f| f.to_string()),
+        ),
+        (
+            "requests",
+            format!(
+                "{} at once per instance, bodies up to {}",
+                app.limits.max_concurrency,
+                output::bytes(app.limits.max_body_bytes)
+            ),
+        ),
+        (
+            "egress",
+            if app.allowed_outbound_hosts.is_empty() {
+                "none".to_string()
+            } else {
+                app.allowed_outbound_hosts.join(", ")
+            },
+        ),
         ("urls", app.urls.join(", ")),
         ("droplet", droplet),
         ("id", app.id.to_string()),
@@ -78,6 +101,33 @@ pub async fn show(client: &Client, name: &str, json: bool) -> anyhow::Result<()>
             &rows,
         );
     }
+    Ok(())
+}
+
+pub async fn events(client: &Client, name: &str, json: bool) -> anyhow::Result<()> {
+    let events: Vec<AppEvent> = client.get(&format!("/v1/apps/{name}/events")).await?;
+    if json {
+        return output::json(&events);
+    }
+    if events.is_empty() {
+        println!("No events for {name}.");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            let instance = e
+                .instance_index
+                .map_or("-".to_string(), |i| format!("#{i}"));
+            vec![
+                output::clock(e.timestamp),
+                instance,
+                e.reason.clone(),
+                e.description.clone(),
+            ]
+        })
+        .collect();
+    output::table(&["time (UTC)", "instance", "event", "description"], &rows);
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 
-use nimbus_protocol::api::App;
+use nimbus_protocol::api::{App, UpdateApp};
 use reqwest::Method;
 
 use crate::client::Client;
@@ -13,6 +13,26 @@ pub async fn start(client: &Client, name: &str) -> anyhow::Result<()> {
         .await?;
     crate::commands::push::wait_until_serving(client, &app).await?;
     println!("{name} is running at {}", app.urls.join(", "));
+    Ok(())
+}
+
+pub async fn scale(client: &Client, name: &str, settings: UpdateApp) -> anyhow::Result<()> {
+    if settings == UpdateApp::default() {
+        anyhow::bail!(
+            "nothing to change: give -i, -m, --timeout, --fuel, --max-concurrency, --max-body, --allow-host or -e"
+        );
+    }
+    let app: App = client
+        .call(Method::PATCH, &format!("/v1/apps/{name}"), &settings)
+        .await?;
+    println!(
+        "{name}: {} instance(s), {} MB, timeout {} ms",
+        app.instances, app.limits.memory_mb, app.limits.timeout_ms
+    );
+    if !settings.only_scales() && app.state == nimbus_protocol::api::AppState::Started {
+        println!("Restarting instances with the new settings");
+        crate::commands::push::wait_until_serving(client, &app).await?;
+    }
     Ok(())
 }
 

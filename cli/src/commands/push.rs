@@ -2,7 +2,7 @@
 //! it and wait until it answers through the router, as `cf push` does.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -12,33 +12,64 @@ use nimbus_protocol::messages::InstanceState;
 use reqwest::{Method, StatusCode};
 
 use crate::client::{self, Client};
+use crate::manifest::{self, PlannedApp};
 use crate::output;
+use crate::settings::overlay;
 
 /// How long `push` and `start` wait for the app to answer.
 const SERVE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Settings given on the command line; absent ones keep the app's current values.
-#[derive(Debug, Default, Clone)]
-pub struct PushOptions {
-    pub instances: Option<u32>,
-    pub memory_mb: Option<u64>,
-    pub timeout_ms: Option<u64>,
+/// Which apps to push from what: the command line, a manifest, or both (flags win).
+pub fn plan(
+    name: Option<String>,
+    path: Option<PathBuf>,
+    manifest: Option<PathBuf>,
+    flags: UpdateApp,
+) -> anyhow::Result<Vec<PlannedApp>> {
+    let manifest = manifest.or_else(|| {
+        let dir = path
+            .as_deref()
+            .filter(|p| p.is_dir())
+            .unwrap_or(Path::new("."));
+        Some(dir.join("manifest.yml")).filter(|f| f.is_file())
+    });
+    let planned = match &manifest {
+        Some(file) => manifest::load(file)?,
+        None => Vec::new(),
+    };
+    let Some(name) = name else {
+        if planned.is_empty() {
+            bail!("name the app to push (`nimbus push NAME -p PATH`) or give a manifest.yml");
+        }
+        return Ok(planned
+            .into_iter()
+            .map(|app| PlannedApp {
+                settings: overlay(app.settings, flags.clone()),
+                ..app
+            })
+            .collect());
+    };
+    let from_manifest = planned.into_iter().find(|app| app.name == name);
+    let path = path
+        .or_else(|| from_manifest.as_ref().map(|app| app.path.clone()))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let settings = overlay(
+        from_manifest.map(|app| app.settings).unwrap_or_default(),
+        flags,
+    );
+    Ok(vec![PlannedApp {
+        name,
+        path,
+        settings,
+    }])
 }
 
-pub async fn push(
-    client: &Client,
-    name: &str,
-    path: &Path,
-    options: PushOptions,
-) -> anyhow::Result<()> {
+/// Pushes one app: create or update it, stage its bits, start it, wait until it serves.
+pub async fn push(client: &Client, planned: &PlannedApp) -> anyhow::Result<()> {
     let began = Instant::now();
+    let (name, settings) = (planned.name.as_str(), &planned.settings);
     nimbus_protocol::api::validate_app_name(name).map_err(anyhow::Error::msg)?;
-    let package = crate::package::pack(path)?;
-    let settings = UpdateApp {
-        instances: options.instances,
-        memory_mb: options.memory_mb,
-        timeout_ms: options.timeout_ms,
-    };
+    let package = crate::package::pack(&planned.path)?;
 
     let app = match client.find_app(name).await? {
         None => {
@@ -48,15 +79,20 @@ pub async fn push(
                 instances: settings.instances,
                 memory_mb: settings.memory_mb,
                 timeout_ms: settings.timeout_ms,
+                fuel: settings.fuel,
+                max_concurrency: settings.max_concurrency,
+                max_body_bytes: settings.max_body_bytes,
+                allowed_outbound_hosts: settings.allowed_outbound_hosts.clone(),
+                env: settings.env.clone(),
             };
             client
                 .call::<_, App>(Method::POST, "/v1/apps", &create)
                 .await?
         }
-        Some(_) if settings != UpdateApp::default() => {
+        Some(_) if *settings != UpdateApp::default() => {
             println!("Updating app {name}");
             client
-                .call::<_, App>(Method::PATCH, &format!("/v1/apps/{name}"), &settings)
+                .call::<_, App>(Method::PATCH, &format!("/v1/apps/{name}"), settings)
                 .await?
         }
         Some(app) => {
@@ -67,7 +103,7 @@ pub async fn push(
 
     println!(
         "Uploading {} ({})",
-        path.display(),
+        planned.path.display(),
         output::bytes(package.len() as u64)
     );
     stage(client, name, package).await?;

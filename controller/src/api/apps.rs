@@ -5,14 +5,12 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use nimbus_protocol::api::{self, App, AppState, CreateApp, Instance, UpdateApp};
-use nimbus_protocol::messages::{LogMessage, StopRequest};
+use nimbus_protocol::messages::{AppEvent, LogMessage, StopRequest};
 use nimbus_protocol::subjects;
 
 use super::{ApiError, Ctx};
 use crate::record::AppRecord;
-
-/// Largest instance count one app may ask for.
-const MAX_INSTANCES: u32 = 100;
+use crate::settings;
 
 pub async fn list(State(ctx): State<Ctx>) -> Result<Json<Vec<App>>, ApiError> {
     let apps = ctx.store.apps().await?;
@@ -25,14 +23,10 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<App>), ApiError> {
     let Json(request) = body?;
     api::validate_app_name(&request.name).map_err(ApiError::bad_request)?;
-    let settings = UpdateApp {
-        instances: request.instances,
-        memory_mb: request.memory_mb,
-        timeout_ms: request.timeout_ms,
-    };
-    validate(&settings)?;
+    let requested = request.settings();
+    validate(&requested)?;
     let mut app = AppRecord::new(request.name, &ctx.config);
-    apply(&mut app, &settings);
+    settings::apply(&mut app, &requested);
     ctx.store.create_app(&app).await?;
     tracing::info!(app = %app.name, id = %app.id, "app created");
     Ok((StatusCode::CREATED, Json(view(&ctx, &app))))
@@ -51,7 +45,14 @@ pub async fn update(
     let Json(request) = body?;
     validate(&request)?;
     let (app, _) = find(&ctx, &name).await?;
-    let app = modify(&ctx, &app, |app| apply(app, &request)).await?;
+    let app = modify(&ctx, &app, |app| {
+        settings::apply(app, &request);
+        if !request.only_scales() {
+            // Instances keep the settings they started with: roll to a new version.
+            app.version = uuid::Uuid::new_v4();
+        }
+    })
+    .await?;
     ctx.converger.kick();
     Ok(Json(view(&ctx, &app)))
 }
@@ -112,6 +113,14 @@ pub async fn instances(
     Ok(Json(instances))
 }
 
+pub async fn recent_events(
+    State(ctx): State<Ctx>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<AppEvent>>, ApiError> {
+    let (app, _) = find(&ctx, &name).await?;
+    Ok(Json(ctx.store.recent_events(app.id).await?))
+}
+
 pub async fn recent_logs(
     State(ctx): State<Ctx>,
     Path(name): Path<String>,
@@ -142,38 +151,7 @@ pub(super) async fn modify(
 
 /// Rejects settings out of range.
 fn validate(request: &UpdateApp) -> Result<(), ApiError> {
-    if request.instances.is_some_and(|n| n > MAX_INSTANCES) {
-        return Err(ApiError::bad_request(format!(
-            "instances must be at most {MAX_INSTANCES}"
-        )));
-    }
-    if request.memory_mb.is_some_and(|mb| mb == 0 || mb > 4096) {
-        return Err(ApiError::bad_request(
-            "memory must be between 1 MB and 4096 MB",
-        ));
-    }
-    if request
-        .timeout_ms
-        .is_some_and(|ms| ms == 0 || ms > 3_600_000)
-    {
-        return Err(ApiError::bad_request(
-            "timeout must be between 1 ms and 1 hour",
-        ));
-    }
-    Ok(())
-}
-
-/// Applies the settable fields that are present.
-fn apply(app: &mut AppRecord, request: &UpdateApp) {
-    if let Some(instances) = request.instances {
-        app.instances = instances;
-    }
-    if let Some(memory_mb) = request.memory_mb {
-        app.limits.memory_mb = memory_mb;
-    }
-    if let Some(timeout_ms) = request.timeout_ms {
-        app.limits.timeout_ms = timeout_ms;
-    }
+    settings::validate(request).map_err(ApiError::bad_request)
 }
 
 /// Tells every DEA to stop the app now, rather than at the next convergence pass.

@@ -42,6 +42,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/v1/apps/{app}/stop", post(apps::stop))
         .route("/v1/apps/{app}/instances", get(apps::instances))
         .route("/v1/apps/{app}/logs", get(apps::recent_logs))
+        .route("/v1/apps/{app}/events", get(apps::recent_events))
         .route(
             "/v1/apps/{app}/bits",
             put(bits::upload).layer(DefaultBodyLimit::max(ctx.config.max_package_bytes)),

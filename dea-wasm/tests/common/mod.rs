@@ -14,7 +14,7 @@ use nimbus_bus::{NatsServer, ServerOptions};
 use nimbus_protocol::droplet::{
     BLOB_STORE, DropletKind, DropletManifest, Limits, droplet_object_name,
 };
-use nimbus_protocol::messages::{RouteRegistration, StartReply, StartRequest};
+use nimbus_protocol::messages::{AppEvent, RouteRegistration, StartReply, StartRequest};
 use nimbus_protocol::subjects;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
@@ -29,11 +29,17 @@ pub struct Cloud {
     pub dea_id: String,
     store: object_store::ObjectStore,
     server: NatsServer,
+    config: nimbus_dea_wasm::Config,
     _dir: tempfile::TempDir,
 }
 
 impl Cloud {
     pub async fn start() -> Cloud {
+        Cloud::start_with(|_| {}).await
+    }
+
+    /// Starts with a DEA configured by `configure`.
+    pub async fn start_with(configure: impl FnOnce(&mut nimbus_dea_wasm::Config)) -> Cloud {
         let dir = tempfile::tempdir().unwrap();
         let server = NatsServer::start(ServerOptions::ephemeral(dir.path().join("nats")))
             .await
@@ -50,15 +56,41 @@ impl Cloud {
             .unwrap();
         let mut config = nimbus_dea_wasm::Config::new(dir.path().join("dea"));
         config.heartbeat_interval = Duration::from_millis(200);
-        let dea = nimbus_dea_wasm::start(config, nats.clone()).await.unwrap();
+        configure(&mut config);
+        let dea = nimbus_dea_wasm::start(config.clone(), nats.clone())
+            .await
+            .unwrap();
         Cloud {
             dea_id: dea.id().to_string(),
             dea: Some(dea),
             nats,
             store,
             server,
+            config,
             _dir: dir,
         }
+    }
+
+    /// The running DEA.
+    pub fn dea(&self) -> &nimbus_dea_wasm::Handle {
+        self.dea.as_ref().expect("the DEA runs")
+    }
+
+    /// The DEA's data directory (droplets, compiled code, scratch).
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    /// Shuts the DEA down and starts a new one with the same configuration and data directory.
+    pub async fn restart_dea(&mut self) {
+        if let Some(dea) = self.dea.take() {
+            dea.shutdown().await;
+        }
+        let dea = nimbus_dea_wasm::start(self.config.clone(), self.nats.clone())
+            .await
+            .unwrap();
+        self.dea_id = dea.id().to_string();
+        self.dea = Some(dea);
     }
 
     /// Uploads a droplet and returns its manifest.
@@ -133,8 +165,10 @@ pub fn start_request(name: &str, index: u32, droplet: DropletManifest) -> StartR
         limits: Limits {
             memory_mb: 64,
             timeout_ms: 10_000,
+            ..Limits::default()
         },
         env: vec![],
+        allowed_outbound_hosts: vec![],
     }
 }
 
@@ -166,6 +200,37 @@ pub async fn get(route: &RouteRegistration, path: &str) -> reqwest::Result<reqwe
         .timeout(PATIENCE)
         .send()
         .await
+}
+
+/// The next event on `events` with this reason.
+pub async fn next_event(events: &mut async_nats::Subscriber, reason: &str) -> AppEvent {
+    next_matching(events, |e: &AppEvent| e.reason == reason).await
+}
+
+/// Sends `request` and returns status, `x-nimbus-error` (or "") and body.
+pub async fn exchange(request: reqwest::RequestBuilder) -> (u16, String, String) {
+    let response = request.timeout(PATIENCE).send().await.unwrap();
+    let status = response.status().as_u16();
+    let cause = response
+        .headers()
+        .get("x-nimbus-error")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, cause, response.text().await.unwrap_or_default())
+}
+
+/// A request to `path` on an instance, with the app's Host header.
+pub fn to(
+    route: &RouteRegistration,
+    method: reqwest::Method,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    reqwest::Client::new()
+        .request(
+            method,
+            format!("http://{}:{}{path}", route.host, route.port),
+        )
+        .header("host", &route.uris[0])
 }
 
 /// The wasm of a sample app, built with its own cargo if missing (CI starts clean).
