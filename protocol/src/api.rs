@@ -143,6 +143,9 @@ pub struct Instance {
     /// ms since the Unix epoch when it entered `state`.
     pub since: u64,
     pub dea: String,
+    /// Where the instance serves HTTP directly (the router's upstream).
+    pub host: String,
+    pub port: u16,
     /// Whether it runs the app's current version.
     pub current: bool,
 }

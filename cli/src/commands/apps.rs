@@ -91,13 +91,21 @@ pub async fn show(client: &Client, name: &str, json: bool) -> anyhow::Result<()>
                     format!("#{}", i.index),
                     state,
                     output::clock(i.since),
+                    format!("{}:{}", i.host, i.port),
                     i.dea.clone(),
                     version.to_string(),
                 ]
             })
             .collect();
         output::table(
-            &["instance", "state", "since (UTC)", "dea", "version"],
+            &[
+                "instance",
+                "state",
+                "since (UTC)",
+                "address",
+                "dea",
+                "version",
+            ],
             &rows,
         );
     }

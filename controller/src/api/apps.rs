@@ -106,6 +106,8 @@ pub async fn instances(
             instance_id: r.instance.instance_id,
             state: r.instance.state,
             since: r.instance.state_timestamp,
+            host: r.instance.host.clone(),
+            port: r.instance.port,
             dea: r.dea,
             current: r.instance.version == app.version,
         })
