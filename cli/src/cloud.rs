@@ -15,6 +15,10 @@ pub struct CloudConfig {
     pub domain: String,
     /// NATS's loopback port; 0 picks a free one.
     pub nats_port: u16,
+    /// Whether the DEA meters fuel (on by default; off ignores apps' fuel limits).
+    pub fuel_metering: bool,
+    /// Whether apps may reach private addresses their allow-list names.
+    pub allow_private_egress: bool,
 }
 
 /// Secrets generated on first start and kept in the data directory (mode 0600).
@@ -67,11 +71,13 @@ impl Cloud {
             connect("stager").await?,
         )
         .await?;
-        let dea = nimbus_dea_wasm::start(
-            nimbus_dea_wasm::Config::new(config.data_dir.join("dea")),
-            connect("dea").await?,
-        )
-        .await?;
+        let mut dea_config = nimbus_dea_wasm::Config::new(config.data_dir.join("dea"));
+        dea_config.fuel_metering = config.fuel_metering;
+        dea_config.allow_private_egress = config.allow_private_egress;
+        if !config.fuel_metering {
+            tracing::warn!("fuel metering is off: apps' fuel limits are not enforced");
+        }
+        let dea = nimbus_dea_wasm::start(dea_config, connect("dea").await?).await?;
         let mut controller_config =
             nimbus_controller::Config::new(config.domain.clone(), router.local_addr().port());
         controller_config.admin_token = Some(credentials.admin_token.clone());

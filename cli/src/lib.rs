@@ -38,20 +38,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the micro cloud (NATS, controller, stager, DEA, router) until Ctrl-C.
-    Up {
-        /// Where apps, droplets and NATS data live [default: $NIMBUS_HOME/cloud]
-        #[arg(long, env = "NIMBUS_DATA_DIR")]
-        data_dir: Option<PathBuf>,
-        /// The router's port.
-        #[arg(long, env = "NIMBUS_PORT", default_value_t = DEFAULT_PORT)]
-        port: u16,
-        /// Apps are routed at <name>.<domain>.
-        #[arg(long, env = "NIMBUS_DOMAIN", default_value = DEFAULT_DOMAIN)]
-        domain: String,
-        /// NATS's loopback port (0 picks a free one).
-        #[arg(long, env = "NIMBUS_NATS_PORT", default_value_t = DEFAULT_NATS_PORT)]
-        nats_port: u16,
-    },
+    Up(UpArgs),
     /// Create or update an app from a .wasm file or a source directory, and start it.
     ///
     /// Without NAME, pushes every app of the manifest (`-f`, else `manifest.yml` in PATH or here).
@@ -113,28 +100,60 @@ pub enum Command {
     },
 }
 
+/// `nimbus up`'s settings: where the micro cloud keeps its data and what the operator allows.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// Where apps, droplets and NATS data live [default: $NIMBUS_HOME/cloud]
+    #[arg(long, env = "NIMBUS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The router's port.
+    #[arg(long, env = "NIMBUS_PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Apps are routed at <name>.<domain>.
+    #[arg(long, env = "NIMBUS_DOMAIN", default_value = DEFAULT_DOMAIN)]
+    pub domain: String,
+    /// NATS's loopback port (0 picks a free one).
+    #[arg(long, env = "NIMBUS_NATS_PORT", default_value_t = DEFAULT_NATS_PORT)]
+    pub nats_port: u16,
+    /// Run apps without fuel metering: faster, but apps' fuel limits are ignored and only
+    /// their timeout bounds a request's CPU time (NIMBUS_FUEL_METERING=false does the same).
+    #[arg(
+        long = "no-fuel-metering",
+        env = "NIMBUS_FUEL_METERING",
+        action = clap::ArgAction::SetFalse,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub fuel_metering: bool,
+    /// Let apps reach loopback, private and link-local addresses named in their outbound
+    /// allow-list (off: such addresses are refused even when listed).
+    #[arg(long, env = "NIMBUS_ALLOW_PRIVATE_EGRESS")]
+    pub allow_private_egress: bool,
+}
+
+impl UpArgs {
+    fn into_cloud_config(self) -> cloud::CloudConfig {
+        cloud::CloudConfig {
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| config::home().join("cloud")),
+            port: self.port,
+            domain: self.domain,
+            nats_port: self.nats_port,
+            fuel_metering: self.fuel_metering,
+            allow_private_egress: self.allow_private_egress,
+        }
+    }
+}
+
 /// Runs one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     use commands::*;
-    if let Command::Up {
-        data_dir,
-        port,
-        domain,
-        nats_port,
-    } = cli.command
-    {
-        let data_dir = data_dir.unwrap_or_else(|| config::home().join("cloud"));
-        return up::up(cloud::CloudConfig {
-            data_dir,
-            port,
-            domain,
-            nats_port,
-        })
-        .await;
+    if let Command::Up(args) = cli.command {
+        return up::up(args.into_cloud_config()).await;
     }
     let client = client::Client::new(config::CliConfig::load()?)?;
     match cli.command {
-        Command::Up { .. } => unreachable!("handled above"),
+        Command::Up(_) => unreachable!("handled above"),
         Command::Push {
             name,
             path,

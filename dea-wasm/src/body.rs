@@ -22,17 +22,18 @@ pub(crate) fn declared_length<B>(request: &http::Request<B>) -> Option<u64> {
         .ok()
 }
 
-/// An incoming body that stops after `limit` bytes.
-pub(crate) struct LimitedBody {
-    inner: Incoming,
+/// An incoming body that stops after `limit` bytes. Generic so that benchmarks can feed the
+/// same path a body that did not come off a socket; the DEA itself only uses [`Incoming`].
+pub(crate) struct LimitedBody<B = Incoming> {
+    inner: B,
     limit: u64,
     remaining: u64,
     overflowed: Arc<AtomicBool>,
 }
 
-impl LimitedBody {
+impl<B> LimitedBody<B> {
     /// Wraps `inner`; `overflowed` is set if the body turns out larger than `limit`.
-    pub(crate) fn new(inner: Incoming, limit: u64, overflowed: Arc<AtomicBool>) -> LimitedBody {
+    pub(crate) fn new(inner: B, limit: u64, overflowed: Arc<AtomicBool>) -> LimitedBody<B> {
         LimitedBody {
             inner,
             limit,
@@ -42,7 +43,11 @@ impl LimitedBody {
     }
 }
 
-impl Body for LimitedBody {
+impl<B> Body for LimitedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Error>,
+{
     type Data = Bytes;
     type Error = Error;
 
@@ -62,7 +67,7 @@ impl Body for LimitedBody {
                 this.remaining -= size;
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(Error::from(error)))),
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

@@ -54,6 +54,11 @@ pub struct Config {
     pub max_instance_memory_mb: u64,
     /// Fuel per request for apps that set no `fuel` limit.
     pub default_fuel: u64,
+    /// Meter fuel: every request gets a CPU budget (the app's `fuel` limit or `default_fuel`)
+    /// and yields to other tasks every few million units. Off (the operator's choice, for
+    /// speed) ignores fuel limits: requests are bounded by their wall-clock timeout only, and a
+    /// busy guest still yields at every epoch tick.
+    pub fuel_metering: bool,
     /// Size cap of each instance's scratch directory, in bytes.
     pub scratch_bytes: u64,
     /// Guest log lines per second per instance; the excess is dropped and counted.
@@ -80,6 +85,7 @@ impl Config {
             max_concurrent_requests: DEFAULT_MAX_INSTANCES,
             max_instance_memory_mb: DEFAULT_MAX_INSTANCE_MEMORY_MB,
             default_fuel: DEFAULT_FUEL,
+            fuel_metering: true,
             scratch_bytes: DEFAULT_SCRATCH_BYTES,
             log_lines_per_second: DEFAULT_LOG_LINES_PER_SECOND,
             log_bytes_per_second: DEFAULT_LOG_BYTES_PER_SECOND,

@@ -145,7 +145,10 @@ impl Dea {
             clock: self.runtime.clock().clone(),
             env: vcap::environment(request, instance_id, port),
             limits: request.limits,
-            fuel: request.limits.fuel.unwrap_or(self.config.default_fuel),
+            fuel: self
+                .config
+                .fuel_metering
+                .then(|| request.limits.fuel.unwrap_or(self.config.default_fuel)),
             notices: Notices::spawn(self.nats.clone(), request.app_id, request.index, log),
             egress: Arc::new(EgressPolicy::new(
                 &request.allowed_outbound_hosts,

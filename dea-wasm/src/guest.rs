@@ -64,8 +64,9 @@ pub(crate) struct StoreSetup<'a> {
     pub(crate) clock: &'a EpochClock,
     pub(crate) env: &'a [(String, String)],
     pub(crate) limits: Limits,
-    /// The fuel budget of one request (the app's, or the DEA's default).
-    pub(crate) fuel: u64,
+    /// The fuel budget of one request (the app's, or the DEA's default); `None` when the DEA
+    /// does not meter fuel.
+    pub(crate) fuel: Option<u64>,
     pub(crate) egress: &'a Arc<EgressPolicy>,
     pub(crate) notices: &'a Notices,
     pub(crate) scratch: &'a Path,
@@ -95,11 +96,14 @@ pub(crate) fn new_store(setup: &StoreSetup<'_>) -> anyhow::Result<Store<GuestSta
     let mut store = Store::new(setup.engine, state);
     store.limiter(|state| &mut state.limiter);
     // Fuel starts at zero (RUNTIME-NOTES.md); yielding every interval keeps a busy guest from
-    // holding an executor thread for its whole budget.
-    store.set_fuel(setup.fuel).map_err(anyhow::Error::from)?;
-    store
-        .fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))
-        .map_err(anyhow::Error::from)?;
+    // holding an executor thread for its whole budget. An engine without metering rejects both
+    // calls; its guests yield at epoch ticks only (below).
+    if let Some(fuel) = setup.fuel {
+        store.set_fuel(fuel).map_err(anyhow::Error::from)?;
+        store
+            .fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))
+            .map_err(anyhow::Error::from)?;
+    }
 
     // Check the clock every tick: yield to other tasks until the deadline, then interrupt.
     let deadline = setup
@@ -115,4 +119,56 @@ pub(crate) fn new_store(setup: &StoreSetup<'_>) -> anyhow::Result<Store<GuestSta
         })
     });
     Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::logs::AppLog;
+    use crate::pool::build_engine;
+    use wasmtime::{Instance, Module, Trap};
+
+    /// Counts its argument down to zero: a few instructions, each burning fuel, per iteration.
+    const SPIN: &str = r#"(module (func (export "spin") (param i32)
+        (loop $again
+          (local.set 0 (i32.sub (local.get 0) (i32.const 1)))
+          (br_if $again (local.get 0)))))"#;
+
+    /// Runs `spin(1_000_000)` (a few million instructions) in a request's store on a DEA engine.
+    async fn spin(fuel_metering: bool, fuel: Option<u64>) -> wasmtime::Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path().to_path_buf());
+        config.max_instances = 4;
+        config.fuel_metering = fuel_metering;
+        let (engine, _) = build_engine(&config).unwrap();
+        let (log, _lines) = AppLog::channel(0, 16);
+        let (notices, _events) = Notices::channel(uuid::Uuid::new_v4(), 0, log);
+        let mut store = new_store(&StoreSetup {
+            engine: &engine,
+            clock: &EpochClock::default(),
+            env: &[],
+            limits: Limits::default(),
+            fuel,
+            egress: &Arc::new(EgressPolicy::new(&[], false)),
+            notices: &notices,
+            scratch: dir.path(),
+        })
+        .unwrap();
+        let module = Module::new(&engine, SPIN)?;
+        let instance = Instance::new_async(&mut store, &module, &[]).await?;
+        let spin = instance.get_typed_func::<i32, ()>(&mut store, "spin")?;
+        spin.call_async(&mut store, 1_000_000).await
+    }
+
+    #[tokio::test]
+    async fn an_engine_without_fuel_metering_runs_guests_without_fuel() {
+        spin(false, None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_engine_with_fuel_metering_stops_guests_at_their_budget() {
+        let error = spin(true, Some(1_000)).await.unwrap_err();
+        assert_eq!(error.downcast_ref::<Trap>(), Some(&Trap::OutOfFuel));
+    }
 }

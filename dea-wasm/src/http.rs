@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use bytes::Bytes;
+use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 use nimbus_protocol::Limits;
 use nimbus_protocol::messages::EventKind;
@@ -38,8 +39,9 @@ pub(crate) struct AppServer {
     /// The guest environment (`VCAP_APPLICATION`, `PORT`, user env).
     pub(crate) env: Vec<(String, String)>,
     pub(crate) limits: Limits,
-    /// Fuel per request: the app's limit or the DEA's default.
-    pub(crate) fuel: u64,
+    /// Fuel per request: the app's limit or the DEA's default; `None` when the DEA does not
+    /// meter fuel.
+    pub(crate) fuel: Option<u64>,
     pub(crate) notices: Notices,
     pub(crate) egress: Arc<EgressPolicy>,
     pub(crate) admission: Admission,
@@ -58,10 +60,15 @@ impl AppServer {
             .unwrap_or_else(|failure| failure.response()))
     }
 
-    async fn run(
+    /// [`AppServer::handle`] for any request body; benchmarks call it without a socket.
+    pub(crate) async fn run<B>(
         self: &Arc<Self>,
-        request: Request<Incoming>,
-    ) -> Result<Response<HyperOutgoingBody>, Failure> {
+        request: Request<B>,
+    ) -> Result<Response<HyperOutgoingBody>, Failure>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
         let max_body = self.limits.max_body_bytes;
         if declared_length(&request).is_some_and(|length| length > max_body) {
             return Err(self.report(Failure::BodyTooLarge(max_body)));
@@ -74,17 +81,9 @@ impl AppServer {
 
         let overflowed = Arc::new(AtomicBool::new(false));
         let request = request.map(|body| LimitedBody::new(body, max_body, overflowed.clone()));
-        let mut store = new_store(&StoreSetup {
-            engine: self.prepared.engine(),
-            clock: &self.clock,
-            env: &self.env,
-            limits: self.limits,
-            fuel: self.fuel,
-            egress: &self.egress,
-            notices: &self.notices,
-            scratch: self.scratch.path(),
-        })
-        .map_err(|e| self.report(Failure::Internal(format!("{e:#}"))))?;
+        let mut store = self
+            .new_store()
+            .map_err(|e| self.report(Failure::Internal(format!("{e:#}"))))?;
         let (sender, receiver) = oneshot::channel();
         let incoming = store
             .data_mut()
@@ -99,7 +98,8 @@ impl AppServer {
 
         let run = RunLimits {
             timeout_ms: self.limits.timeout_ms,
-            fuel: self.fuel,
+            // Only named when fuel runs out, which needs metering.
+            fuel: self.fuel.unwrap_or_default(),
             memory_mb: self.limits.memory_mb,
             grow_denied: false,
         };
@@ -130,6 +130,20 @@ impl AppServer {
                 )))),
             },
         }
+    }
+
+    /// A fresh store for one request of this instance.
+    pub(crate) fn new_store(&self) -> anyhow::Result<Store<GuestState>> {
+        new_store(&StoreSetup {
+            engine: self.prepared.engine(),
+            clock: &self.clock,
+            env: &self.env,
+            limits: self.limits,
+            fuel: self.fuel,
+            egress: &self.egress,
+            notices: &self.notices,
+            scratch: self.scratch.path(),
+        })
     }
 
     /// Reports a failure (log line, event), then returns it.

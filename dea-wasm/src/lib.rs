@@ -30,6 +30,9 @@
 
 mod admission;
 mod agent;
+/// Hooks for the DEA's own benchmarks; not a stable API.
+#[doc(hidden)]
+pub mod bench;
 mod body;
 mod compiled;
 mod config;

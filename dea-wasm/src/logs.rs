@@ -103,7 +103,7 @@ impl AppLog {
         AppLog::channel_with(index, capacity, LogRates::UNLIMITED)
     }
 
-    fn channel_with(
+    pub(crate) fn channel_with(
         index: u32,
         capacity: usize,
         rates: LogRates,

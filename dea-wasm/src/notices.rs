@@ -60,7 +60,11 @@ impl Notices {
         notices
     }
 
-    fn channel(app_id: Uuid, index: u32, log: AppLog) -> (Notices, mpsc::Receiver<AppEvent>) {
+    pub(crate) fn channel(
+        app_id: Uuid,
+        index: u32,
+        log: AppLog,
+    ) -> (Notices, mpsc::Receiver<AppEvent>) {
         let (events, receiver) = mpsc::channel(EVENT_QUEUE);
         let inner = Inner {
             app_id,

@@ -61,15 +61,15 @@ pub(crate) fn build_engine(dea: &DeaConfig) -> anyhow::Result<(Engine, Allocator
     } else {
         tracing::warn!("pooling is disabled by configuration; allocating instances on demand");
     }
-    let engine = Engine::new(&base_config()).map_err(anyhow::Error::from)?;
+    let engine = Engine::new(&base_config(dea)).map_err(anyhow::Error::from)?;
     Ok((engine, Allocator::OnDemand))
 }
 
-fn base_config() -> Config {
+fn base_config(dea: &DeaConfig) -> Config {
     let mut config = Config::new();
     // Wall-clock limits and time slices ride on epochs, CPU budgets on fuel (RUNTIME-NOTES.md).
     config.epoch_interruption(true);
-    config.consume_fuel(true);
+    config.consume_fuel(dea.fuel_metering);
     config.memory_init_cow(true);
     config
 }
@@ -88,7 +88,7 @@ fn pooling_engine(dea: &DeaConfig) -> anyhow::Result<Engine> {
         .table_elements(TABLE_ELEMENTS)
         .total_stacks(n)
         .max_memory_size(usize::try_from(memory).context("the memory slot is too large")?);
-    let mut config = base_config();
+    let mut config = base_config(dea);
     config
         .memory_reservation(memory)
         .memory_guard_size(MEMORY_GUARD)
@@ -98,17 +98,20 @@ fn pooling_engine(dea: &DeaConfig) -> anyhow::Result<Engine> {
     let engine = Engine::new(&config)
         .map_err(anyhow::Error::from)
         .context("failed to reserve the instance pool")?;
-    probe(&engine).context("failed to instantiate from the instance pool")?;
+    probe(&engine, dea.fuel_metering).context("failed to instantiate from the instance pool")?;
     Ok(engine)
 }
 
 /// Instantiates a module with one page of memory, proving a slot can be used.
-fn probe(engine: &Engine) -> anyhow::Result<()> {
+fn probe(engine: &Engine, fuel_metering: bool) -> anyhow::Result<()> {
     // (module (memory 1)) in binary form.
     const ONE_PAGE: &[u8] = b"\0asm\x01\0\0\0\x05\x03\x01\x00\x01";
     let module = Module::new(engine, ONE_PAGE).map_err(anyhow::Error::from)?;
     let mut store = Store::new(engine, ());
-    store.set_fuel(1).map_err(anyhow::Error::from)?;
+    // Setting fuel on an engine that does not meter it is an error.
+    if fuel_metering {
+        store.set_fuel(1).map_err(anyhow::Error::from)?;
+    }
     store.set_epoch_deadline(1);
     wasmtime::Instance::new(&mut store, &module, &[]).map_err(anyhow::Error::from)?;
     Ok(())
@@ -128,6 +131,16 @@ mod tests {
     }
 
     #[test]
+    fn uses_the_pool_without_fuel_metering_too() {
+        // The probe must not set fuel on an engine that does not meter it.
+        let mut config = DeaConfig::new(PathBuf::from("/tmp/x"));
+        config.max_instances = 10;
+        config.fuel_metering = false;
+        let (_, allocator) = build_engine(&config).unwrap();
+        assert_eq!(allocator, Allocator::Pooling);
+    }
+
+    #[test]
     fn falls_back_to_on_demand_when_the_pool_cannot_be_reserved() {
         let mut config = DeaConfig::new(PathBuf::from("/tmp/x"));
         // 100,000 slots of 4 GiB: 400 TiB, beyond a 47-bit address space.
@@ -135,7 +148,7 @@ mod tests {
         config.max_instance_memory_mb = 4096;
         let (engine, allocator) = build_engine(&config).unwrap();
         assert_eq!(allocator, Allocator::OnDemand);
-        probe(&engine).unwrap();
+        probe(&engine, true).unwrap();
     }
 
     #[test]

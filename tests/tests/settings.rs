@@ -51,7 +51,10 @@ fn manifests_and_scale_set_limits_that_instances_run_under() {
     assert_eq!(app["allowed_outbound_hosts"][0], "api.example.com");
     assert_eq!(app["env"]["GREETING"], "hi");
     let shown = text(&cloud.nimbus(&["app", "tuned"]));
-    assert!(shown.contains("48 MB") && shown.contains("api.example.com"), "{shown}");
+    assert!(
+        shown.contains("48 MB") && shown.contains("api.example.com"),
+        "{shown}"
+    );
 
     // Both instances serve: the router spreads requests over them.
     assert!(eventually(SERVE, || running_current(&cloud, "tuned") == 2));
@@ -67,7 +70,11 @@ fn manifests_and_scale_set_limits_that_instances_run_under() {
     let version = app["version"].clone();
     let scale = cloud.nimbus(&["scale", "tuned", "-i", "1"]);
     assert!(scale.status.success(), "{}", text(&scale));
-    assert!(eventually(SERVE, || app_json(&cloud, "tuned")["instances"].as_array().unwrap().len() == 1));
+    assert!(eventually(SERVE, || app_json(&cloud, "tuned")["instances"]
+        .as_array()
+        .unwrap()
+        .len()
+        == 1));
     assert_eq!(app_json(&cloud, "tuned")["app"]["version"], version);
 
     let scale = cloud.nimbus(&["scale", "tuned", "-m", "64M"]);
@@ -82,8 +89,14 @@ fn manifests_and_scale_set_limits_that_instances_run_under() {
     for (args, expected) in [
         (&["scale", "tuned", "-m", "0M"][..], "not a memory size"),
         (&["scale", "tuned", "-m", "5000M"], "memory must be between"),
-        (&["scale", "tuned", "--allow-host", "http://x.com"], "not an outbound host"),
-        (&["scale", "tuned", "-e", "VCAP_APPLICATION=x"], "set by the platform"),
+        (
+            &["scale", "tuned", "--allow-host", "http://x.com"],
+            "not an outbound host",
+        ),
+        (
+            &["scale", "tuned", "-e", "VCAP_APPLICATION=x"],
+            "set by the platform",
+        ),
         (&["scale", "tuned"], "nothing to change"),
     ] {
         let out = cloud.nimbus(args);
@@ -95,5 +108,9 @@ fn manifests_and_scale_set_limits_that_instances_run_under() {
     let broken = dir.path().join("broken.yml");
     std::fs::write(&broken, "applications:\n- name: x\n  memory: lots\n").unwrap();
     let out = cloud.nimbus(&["push", "-f", broken.to_str().unwrap()]);
-    assert!(!out.status.success() && text(&out).contains("memory"), "{}", text(&out));
+    assert!(
+        !out.status.success() && text(&out).contains("memory"),
+        "{}",
+        text(&out)
+    );
 }
