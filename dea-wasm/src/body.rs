@@ -11,6 +11,37 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use wasmtime_wasi_http::Error;
 
+/// How much of a refused body is read and thrown away before the connection is dropped.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+/// How long a refused body may take to drain.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads and discards what is left of a refused request's body, within bounds, in the
+/// background. Closing a socket with unread bytes makes the kernel reset it, and a client still
+/// uploading (often the router) would then see a reset instead of our 413.
+pub(crate) fn drain<B>(body: B)
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+{
+    use bytes::Buf as _;
+    use http_body_util::BodyExt as _;
+    tokio::spawn(async move {
+        let mut body = body;
+        let mut left = DRAIN_LIMIT;
+        let read = async {
+            while left > 0
+                && let Some(Ok(frame)) = body.frame().await
+            {
+                if let Ok(data) = frame.into_data() {
+                    left = left.saturating_sub(data.remaining());
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, read).await;
+    });
+}
+
 /// The declared body length, if the request has a valid `Content-Length`.
 pub(crate) fn declared_length<B>(request: &http::Request<B>) -> Option<u64> {
     request

@@ -71,6 +71,7 @@ impl AppServer {
     {
         let max_body = self.limits.max_body_bytes;
         if declared_length(&request).is_some_and(|length| length > max_body) {
+            crate::body::drain(request.into_body());
             return Err(self.report(Failure::BodyTooLarge(max_body)));
         }
         let admitted = self
