@@ -28,8 +28,9 @@ pub(crate) const TABLE_ELEMENTS: usize = 20_000;
 /// checks stay explicit instead of relying on a 4 GiB reservation.
 pub(crate) const MEMORY_GUARD: u64 = 64 * 1024;
 /// Fuel a guest burns between yields to the executor, so a busy tenant lets other tasks run
-/// roughly every few milliseconds.
-pub(crate) const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
+/// roughly every half millisecond: every app shares the executor's few workers, and a
+/// neighbour's request waits behind whole slices (a yield itself costs about a microsecond).
+pub(crate) const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
 
 /// How the engine allocates instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
