@@ -16,7 +16,6 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,7 +73,7 @@ impl Stage {
 fn main() {
     // Criterion's own flag: present under `cargo bench`, absent under `cargo test --benches`.
     let benchmarking = std::env::args().any(|arg| arg == "--bench");
-    let wasm = sample_app("hello-rust");
+    let wasm = nimbus_dea_wasm::bench::sample_app("hello-rust").expect("hello builds");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -251,25 +250,4 @@ fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
-/// The wasm of a sample app, built with its own cargo if missing (as the tests do).
-fn sample_app(name: &str) -> Vec<u8> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../sample-apps")
-        .join(name);
-    let wasm = dir
-        .join("target/wasm32-wasip2/release")
-        .join(format!("{}.wasm", name.replace('-', "_")));
-    if !wasm.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .current_dir(&dir)
-            // The workspace's shared target dir must not capture the guest build.
-            .env_remove("CARGO_TARGET_DIR")
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building {name} failed");
-    }
-    std::fs::read(&wasm).unwrap_or_else(|e| panic!("reading {}: {e}", wasm.display()))
 }

@@ -13,7 +13,6 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .await
         .context("failed to create the blob store")?;
-    let wasm = sample_app("hello-rust")?;
+    let wasm = nimbus_dea_wasm::bench::sample_app("hello-rust")?;
     let droplet = upload(&store, &wasm).await?;
     let mut report = Report::default();
     report.take("baseline (nats client, no DEA)");
@@ -368,25 +367,4 @@ async fn upload(store: &object_store::ObjectStore, wasm: &[u8]) -> anyhow::Resul
         size: wasm.len() as u64,
         staged_at: 0,
     })
-}
-
-/// The wasm of a sample app, built with its own cargo if missing (as the tests do).
-fn sample_app(name: &str) -> anyhow::Result<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../sample-apps")
-        .join(name);
-    let wasm = dir
-        .join("target/wasm32-wasip2/release")
-        .join(format!("{}.wasm", name.replace('-', "_")));
-    if !wasm.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .current_dir(&dir)
-            // The workspace's shared target dir must not capture the guest build.
-            .env_remove("CARGO_TARGET_DIR")
-            .status()
-            .context("failed to run cargo")?;
-        ensure!(status.success(), "building {name} failed");
-    }
-    std::fs::read(&wasm).with_context(|| format!("failed to read {}", wasm.display()))
 }

@@ -157,3 +157,28 @@ impl Harness {
         self.runtime.shutdown();
     }
 }
+
+/// The wasm of `sample-apps/<name>`, built for wasm32-wasip2 with the sample's own cargo.
+///
+/// Benchmarks, examples and tests share it. It always runs cargo (a no-op when up to date) so a
+/// changed sample is never served stale, and builds one at a time: concurrent cargo runs on one
+/// target dir would only queue on its lock.
+pub fn sample_app(name: &str) -> anyhow::Result<Vec<u8>> {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../sample-apps")
+        .join(name);
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2"])
+        .current_dir(&dir)
+        // The workspace's shared target dir must not capture the guest build.
+        .env_remove("CARGO_TARGET_DIR")
+        .status()
+        .context("failed to run cargo")?;
+    anyhow::ensure!(status.success(), "building {} failed", dir.display());
+    let wasm = dir
+        .join("target/wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::read(&wasm).with_context(|| format!("failed to read {}", wasm.display()))
+}

@@ -3,9 +3,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Mutex;
+use std::path::Path;
 use std::time::Duration;
 
 use async_nats::jetstream::object_store;
@@ -233,25 +231,7 @@ pub fn to(
         .header("host", &route.uris[0])
 }
 
-/// The wasm of a sample app, built with its own cargo if missing (CI starts clean).
+/// The wasm of a sample app, built for wasm32-wasip2 (CI starts clean).
 pub fn sample_app(name: &str) -> Vec<u8> {
-    static BUILD: Mutex<()> = Mutex::new(());
-    let _serialised = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../sample-apps")
-        .join(name);
-    let wasm: PathBuf = dir
-        .join("target/wasm32-wasip2/release")
-        .join(format!("{}.wasm", name.replace('-', "_")));
-    if !wasm.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .current_dir(&dir)
-            // The workspace's shared target dir must not capture the guest build.
-            .env_remove("CARGO_TARGET_DIR")
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building {name} failed");
-    }
-    std::fs::read(&wasm).unwrap_or_else(|e| panic!("reading {}: {e}", wasm.display()))
+    nimbus_dea_wasm::bench::sample_app(name).expect("the sample app builds")
 }
