@@ -66,14 +66,13 @@ impl Cloud {
         let router = nimbus_router::start(router_config, connect("router").await?)
             .await
             .with_context(|| format!("failed to start the router on port {}", config.port))?;
-        let stager = nimbus_stager::start(
-            nimbus_stager::Config::new(config.data_dir.join("stager")),
-            connect("stager").await?,
-        )
-        .await?;
         let mut dea_config = nimbus_dea_wasm::Config::new(config.data_dir.join("dea"));
         dea_config.fuel_metering = config.fuel_metering;
         dea_config.allow_private_egress = config.allow_private_egress;
+        // The stager precompiles droplets for exactly this DEA's engine.
+        let mut stager_config = nimbus_stager::Config::new(config.data_dir.join("stager"));
+        stager_config.engine = dea_config.engine_settings();
+        let stager = nimbus_stager::start(stager_config, connect("stager").await?).await?;
         if !config.fuel_metering {
             tracing::warn!("fuel metering is off: apps' fuel limits are not enforced");
         }

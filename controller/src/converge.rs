@@ -133,6 +133,9 @@ impl Converger {
         placed: &mut HashMap<String, u32>,
     ) {
         let deas = self.actual.live_deas();
+        let Some(kind) = app.droplet.as_ref().map(|droplet| droplet.kind) else {
+            return;
+        };
         for index in 0..app.instances {
             let slot = (app.id, app.version, index);
             let present = mine
@@ -141,8 +144,9 @@ impl Converger {
             if present || self.pending().contains_key(&slot) {
                 continue;
             }
-            let Some(dea) = placement::choose(&deas, app.id, app.limits.memory_mb, placed) else {
-                tracing::warn!(app = %app.name, index, "no DEA can take this instance");
+            let Some(dea) = placement::choose(&deas, app.id, kind, app.limits.memory_mb, placed)
+            else {
+                tracing::warn!(app = %app.name, index, %kind, "no DEA can take this instance");
                 continue;
             };
             *placed.entry(dea.clone()).or_default() += 1;

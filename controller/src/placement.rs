@@ -1,10 +1,12 @@
 //! Placement: which DEA gets the next instance of an app.
 //!
 //! Cloud Foundry v1 spread an app's instances: prefer the DEA running the fewest instances of
-//! that app, then the one with the most free memory. A DEA without room is never chosen.
+//! that app, then the one with the most free memory. A DEA without room, or that does not run
+//! the droplet's kind (its `stacks`), is never chosen.
 
 use std::collections::HashMap;
 
+use nimbus_protocol::DropletKind;
 use nimbus_protocol::messages::DeaAdvertise;
 use uuid::Uuid;
 
@@ -13,11 +15,12 @@ use uuid::Uuid;
 pub fn choose(
     deas: &[DeaAdvertise],
     app_id: Uuid,
+    kind: DropletKind,
     memory_mb: u64,
     placed: &HashMap<String, u32>,
 ) -> Option<String> {
     deas.iter()
-        .filter(|dea| dea.available_memory >= memory_mb)
+        .filter(|dea| dea.available_memory >= memory_mb && runs(dea, kind))
         .min_by_key(|dea| {
             let here = dea.app_id_to_count.get(&app_id).copied().unwrap_or(0)
                 + placed.get(&dea.id).copied().unwrap_or(0);
@@ -30,17 +33,46 @@ pub fn choose(
         .map(|dea| dea.id.clone())
 }
 
+/// Whether the DEA runs droplets of `kind`. DEAs that advertise no stacks predate the field and
+/// run HTTP components only.
+fn runs(dea: &DeaAdvertise, kind: DropletKind) -> bool {
+    if dea.stacks.is_empty() {
+        return kind == DropletKind::HttpComponent;
+    }
+    dea.stacks.iter().any(|stack| stack == kind.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HTTP: DropletKind = DropletKind::HttpComponent;
 
     fn dea(id: &str, free: u64, app: Uuid, count: u32) -> DeaAdvertise {
         DeaAdvertise {
             id: id.into(),
             available_memory: free,
             app_id_to_count: HashMap::from([(app, count)]),
-            stacks: vec![],
+            stacks: vec!["http-component".into(), "wagi".into()],
         }
+    }
+
+    #[test]
+    fn never_chooses_a_dea_that_does_not_run_the_kind() {
+        let app = Uuid::new_v4();
+        let mut old = dea("old", 4096, app, 0);
+        old.stacks.clear();
+        let mut http_only = dea("http", 4096, app, 0);
+        http_only.stacks = vec!["http-component".into()];
+        let deas = [old, http_only];
+        let none = HashMap::new();
+        assert_eq!(choose(&deas, app, DropletKind::Wagi, 128, &none), None);
+        assert!(choose(&deas, app, HTTP, 128, &none).is_some());
+        let all = [dea("new", 1024, app, 0)];
+        assert_eq!(
+            choose(&all, app, DropletKind::Wagi, 128, &none).as_deref(),
+            Some("new")
+        );
     }
 
     #[test]
@@ -48,7 +80,7 @@ mod tests {
         let app = Uuid::new_v4();
         let deas = [dea("a", 4096, app, 2), dea("b", 1024, app, 0)];
         assert_eq!(
-            choose(&deas, app, 128, &HashMap::new()).as_deref(),
+            choose(&deas, app, HTTP, 128, &HashMap::new()).as_deref(),
             Some("b")
         );
     }
@@ -58,20 +90,20 @@ mod tests {
         let app = Uuid::new_v4();
         let deas = [dea("a", 4096, app, 0), dea("b", 2048, app, 0)];
         assert_eq!(
-            choose(&deas, app, 128, &HashMap::new()).as_deref(),
+            choose(&deas, app, HTTP, 128, &HashMap::new()).as_deref(),
             Some("a")
         );
         let placed = HashMap::from([("a".to_string(), 1)]);
-        assert_eq!(choose(&deas, app, 128, &placed).as_deref(), Some("b"));
+        assert_eq!(choose(&deas, app, HTTP, 128, &placed).as_deref(), Some("b"));
     }
 
     #[test]
     fn never_chooses_a_dea_without_room() {
         let app = Uuid::new_v4();
         assert_eq!(
-            choose(&[dea("a", 64, app, 0)], app, 128, &HashMap::new()),
+            choose(&[dea("a", 64, app, 0)], app, HTTP, 128, &HashMap::new()),
             None
         );
-        assert_eq!(choose(&[], app, 128, &HashMap::new()), None);
+        assert_eq!(choose(&[], app, HTTP, 128, &HashMap::new()), None);
     }
 }

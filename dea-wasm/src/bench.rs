@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::admission::Admission;
 use crate::config::Config;
 use crate::egress::EgressPolicy;
-use crate::engine::Runtime;
+use crate::engine::{Prepared, Runtime};
 use crate::http::AppServer;
 use crate::logs::{AppLog, LOG_QUEUE, LogRates};
 use crate::notices::Notices;
@@ -52,7 +52,10 @@ impl Harness {
         let runtime = Runtime::new(config)?;
         let sha256 = format!("{:x}", Sha256::digest(&wasm));
         let size = wasm.len() as u64;
-        let prepared = runtime.prepare(&sha256, async { Ok(wasm) }).await?;
+        let kind = DropletKind::HttpComponent;
+        let prepared = runtime
+            .prepare(&sha256, kind, async { None }, async { Ok(wasm) })
+            .await?;
 
         let request = StartRequest {
             app_id: Uuid::new_v4(),
@@ -61,7 +64,7 @@ impl Harness {
             index: 0,
             droplet: DropletManifest {
                 sha256,
-                kind: DropletKind::HttpComponent,
+                kind,
                 language: "rust".into(),
                 size,
                 staged_at: 0,
@@ -137,16 +140,17 @@ impl Harness {
     /// Builds one request's store (WASI and wasi:http contexts, limits, fuel, deadline) and
     /// drops it.
     pub fn new_store(&self) -> anyhow::Result<()> {
-        self.server.new_store().map(drop)
+        self.server.new_store(None).map(drop)
     }
 
     /// Builds one request's store and instantiates the droplet in it, without calling it.
     pub async fn instantiate(&self) -> anyhow::Result<()> {
-        let mut store = self.server.new_store()?;
-        self.server
-            .prepared
-            .instantiate_async(&mut store)
-            .await
+        let mut store = self.server.new_store(None)?;
+        let instantiated = match &self.server.prepared {
+            Prepared::Http(pre) => pre.instantiate_async(&mut store).await.map(drop),
+            Prepared::Wagi(pre) => pre.instantiate_async(&mut store).await.map(drop),
+        };
+        instantiated
             .map_err(anyhow::Error::from)
             .context("failed to instantiate the droplet")?;
         Ok(())

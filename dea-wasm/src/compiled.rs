@@ -3,12 +3,10 @@
 //! machine code instead of running Cranelift again, and an engine with other settings (fuel
 //! off, another wasmtime) never loads an artifact it cannot run.
 
-use std::hash::{Hash as _, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
-use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -17,8 +15,10 @@ use wasmtime::component::Component;
 pub struct CompileStats {
     /// Droplets compiled by Cranelift.
     pub compiled: u64,
-    /// Droplets loaded from the on-disk cache.
+    /// Droplets loaded from the on-disk cache (including those fetched precompiled).
     pub loaded: u64,
+    /// Droplets whose machine code came precompiled by a stager, from the blob store.
+    pub fetched: u64,
 }
 
 /// The compiled-code directory of one engine.
@@ -27,16 +27,22 @@ pub(crate) struct CompiledCache {
     engine_hash: String,
     compiled: AtomicU64,
     loaded: AtomicU64,
+    fetched: AtomicU64,
 }
 
 impl CompiledCache {
     pub(crate) fn new(data_dir: &Path, engine: &Engine) -> CompiledCache {
         CompiledCache {
             dir: data_dir.join("compiled"),
-            engine_hash: engine_hash(engine),
+            engine_hash: nimbus_engine::compatibility_hash(engine),
             compiled: AtomicU64::new(0),
             loaded: AtomicU64::new(0),
+            fetched: AtomicU64::new(0),
         }
+    }
+
+    pub(crate) fn engine_hash(&self) -> &str {
+        &self.engine_hash
     }
 
     pub(crate) fn path(&self, sha256: &str) -> PathBuf {
@@ -48,6 +54,7 @@ impl CompiledCache {
         CompileStats {
             compiled: self.compiled.load(Ordering::Relaxed),
             loaded: self.loaded.load(Ordering::Relaxed),
+            fetched: self.fetched.load(Ordering::Relaxed),
         }
     }
 
@@ -59,9 +66,11 @@ impl CompiledCache {
             return None;
         }
         // SAFETY: `deserialize_file` trusts the file to be an artifact wasmtime produced for a
-        // compatible engine. Only this DEA writes `<data_dir>/compiled` (from `Component::
-        // serialize`, through an atomic rename, so never half-written nor changed in place while
-        // mapped), the file name carries the engine's compatibility hash, and wasmtime still
+        // compatible engine. Only this DEA writes `<data_dir>/compiled` (through an atomic
+        // rename, so never half-written nor changed in place while mapped): either from
+        // `Component::serialize`, or from a stager's artifact out of the blob store, which only
+        // platform components can write (tenants reach it through the stager's compiler, never
+        // directly); the file name carries the engine's compatibility hash, and wasmtime still
         // checks the header and version.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(component) => {
@@ -78,6 +87,26 @@ impl CompiledCache {
                 None
             }
         }
+    }
+
+    /// Writes a precompiled artifact fetched for this engine into the cache and loads it; `None`
+    /// (after a warning) if it cannot be written or does not load, so the caller compiles.
+    pub(crate) fn install(
+        &self,
+        engine: &Engine,
+        sha256: &str,
+        artifact: &[u8],
+    ) -> Option<Component> {
+        if let Err(error) = self.write(sha256, artifact) {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "failed to cache a precompiled droplet"
+            );
+            return None;
+        }
+        let component = self.load(engine, sha256)?;
+        self.fetched.fetch_add(1, Ordering::Relaxed);
+        Some(component)
     }
 
     /// Compiles `bytes` and writes the artifact for next time (a failed write only costs a
@@ -103,12 +132,16 @@ impl CompiledCache {
 
     fn store(&self, component: &Component, sha256: &str) -> anyhow::Result<()> {
         let artifact = component.serialize().map_err(anyhow::Error::from)?;
+        self.write(sha256, &artifact)
+    }
+
+    fn write(&self, sha256: &str, artifact: &[u8]) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("failed to create {}", self.dir.display()))?;
         let temporary = self
             .dir
             .join(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
-        std::fs::write(&temporary, &artifact)
+        std::fs::write(&temporary, artifact)
             .with_context(|| format!("failed to write {}", temporary.display()))?;
         let path = self.path(sha256);
         if let Err(error) = std::fs::rename(&temporary, &path) {
@@ -119,39 +152,9 @@ impl CompiledCache {
     }
 }
 
-/// The engine's compatibility hash as hex. wasmtime only offers `impl Hash`; feeding it to
-/// SHA-256 keeps the name stable across processes and Rust versions (unlike `DefaultHasher`).
-fn engine_hash(engine: &Engine) -> String {
-    struct Sha(Sha256);
-    impl Hasher for Sha {
-        fn write(&mut self, bytes: &[u8]) {
-            self.0.update(bytes);
-        }
-        fn finish(&self) -> u64 {
-            // Never called: the digest is read from the inner hasher.
-            0
-        }
-    }
-    let mut hasher = Sha(Sha256::new());
-    engine.precompile_compatibility_hash().hash(&mut hasher);
-    let digest = hasher.0.finalize();
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn engines_with_other_settings_get_other_names() {
-        let plain = Engine::default();
-        let mut config = wasmtime::Config::new();
-        config.consume_fuel(true);
-        let fueled = Engine::new(&config).unwrap();
-        assert_eq!(engine_hash(&plain), engine_hash(&Engine::default()));
-        assert_ne!(engine_hash(&plain), engine_hash(&fueled));
-        assert_eq!(engine_hash(&plain).len(), 32);
-    }
 
     #[test]
     fn a_corrupt_artifact_is_treated_as_missing() {

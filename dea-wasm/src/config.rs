@@ -13,11 +13,8 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Wasm instances the DEA runs at once by default: the pooling allocator's slot count. Instances
 /// live for one request, so this is the DEA-wide request concurrency, not the number of apps.
 pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
-/// Largest linear memory an app may ask for by default, in MB: the controller's own cap, so any
-/// app the API accepts can run. With pooling, every slot reserves this much address space (plus
-/// a 64 KiB guard): 1,000 slots × 1 GiB ≈ 1 TiB of virtual memory, which 47-bit hosts grant
-/// (the probe falls back to on-demand where they do not); resident memory stays what guests touch.
-pub const DEFAULT_MAX_INSTANCE_MEMORY_MB: u64 = 1024;
+/// The default largest `memory` limit an app may run with, in MB (sizes the pool's slots).
+pub use nimbus_engine::DEFAULT_MAX_INSTANCE_MEMORY_MB;
 /// Fuel per request when the app sets none. Wasmtime burns about one unit per wasm instruction,
 /// and runs roughly 1–3 billion a second here, so 5 billion is a few seconds of CPU: ample for
 /// a web request, yet a busy loop ends well before the default 30 s wall-clock limit.
@@ -90,6 +87,15 @@ impl Config {
             log_lines_per_second: DEFAULT_LOG_LINES_PER_SECOND,
             log_bytes_per_second: DEFAULT_LOG_BYTES_PER_SECOND,
             allow_private_egress: false,
+        }
+    }
+
+    /// The settings that decide generated code, which a stager must share to precompile for
+    /// this DEA.
+    pub fn engine_settings(&self) -> nimbus_engine::EngineSettings {
+        nimbus_engine::EngineSettings {
+            fuel_metering: self.fuel_metering,
+            max_instance_memory_mb: self.max_instance_memory_mb,
         }
     }
 

@@ -121,7 +121,13 @@ impl Dea {
         let sha256 = &request.droplet.sha256;
         let prepared = self
             .runtime
-            .prepare(sha256, self.droplets.fetch(sha256))
+            .prepare(
+                sha256,
+                request.droplet.kind,
+                self.droplets
+                    .precompiled(sha256, self.runtime.engine_hash()),
+                self.droplets.fetch(sha256),
+            )
             .await?;
         let listener = TcpListener::bind((self.config.host, 0))
             .await

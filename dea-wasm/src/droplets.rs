@@ -1,11 +1,12 @@
 //! The droplet cache: droplet wasm downloaded once from the blob store, verified against its
-//! SHA-256 and kept on disk under `<data_dir>/droplets/<sha256>.wasm`.
+//! SHA-256 and kept on disk under `<data_dir>/droplets/<sha256>.wasm`; and the stager's
+//! precompiled machine code for this DEA's engine, when the blob store has it.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use async_nats::jetstream::object_store::GetErrorKind;
-use nimbus_protocol::droplet::{BLOB_STORE, droplet_object_name};
+use nimbus_protocol::droplet::{BLOB_STORE, droplet_object_name, precompiled_object_name};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt as _;
 
@@ -52,12 +53,61 @@ impl Droplets {
         Ok(bytes)
     }
 
-    async fn download(&self, sha256: &str) -> anyhow::Result<Vec<u8>> {
-        let name = droplet_object_name(sha256);
-        let store = async_nats::jetstream::new(self.nats.clone())
+    /// The droplet's machine code as a stager precompiled it for engines with `engine_hash`, if
+    /// the blob store has it. Any failure only means compiling here, so it is logged, not
+    /// returned.
+    pub(crate) async fn precompiled(&self, sha256: &str, engine_hash: &str) -> Option<Vec<u8>> {
+        let name = precompiled_object_name(sha256, engine_hash);
+        let read = async {
+            let object = match self.blob_store().await?.get(&name).await {
+                Ok(object) => object,
+                Err(error) if error.kind() == GetErrorKind::NotFound => return Ok(None),
+                Err(error) => return Err(anyhow::Error::from(error)),
+            };
+            let mut bytes = Vec::new();
+            object
+                .take(MAX_DROPLET_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .await?;
+            if bytes.len() as u64 > MAX_DROPLET_BYTES {
+                bail!("larger than {MAX_DROPLET_BYTES} bytes");
+            }
+            anyhow::Ok(Some(bytes))
+        };
+        match read.await {
+            Ok(Some(bytes)) => {
+                tracing::info!(sha256, size = bytes.len(), "downloaded precompiled droplet");
+                Some(bytes)
+            }
+            Ok(None) => {
+                tracing::info!(
+                    sha256,
+                    engine_hash,
+                    "no droplet precompiled for this engine"
+                );
+                None
+            }
+            Err(error) => {
+                tracing::warn!(
+                    sha256,
+                    error = format!("{error:#}"),
+                    "failed to download the precompiled droplet; compiling it"
+                );
+                None
+            }
+        }
+    }
+
+    async fn blob_store(&self) -> anyhow::Result<async_nats::jetstream::object_store::ObjectStore> {
+        async_nats::jetstream::new(self.nats.clone())
             .get_object_store(BLOB_STORE)
             .await
-            .with_context(|| format!("failed to open the blob store {BLOB_STORE}"))?;
+            .with_context(|| format!("failed to open the blob store {BLOB_STORE}"))
+    }
+
+    async fn download(&self, sha256: &str) -> anyhow::Result<Vec<u8>> {
+        let name = droplet_object_name(sha256);
+        let store = self.blob_store().await?;
         let object = match store.get(&name).await {
             Ok(object) => object,
             Err(error) if error.kind() == GetErrorKind::NotFound => {

@@ -1,6 +1,7 @@
 //! The DEA's one wasmtime [`Engine`] (configured in `pool`), its epoch ticker, and the
-//! in-memory cache of compiled droplets (one [`ProxyPre`] per droplet SHA-256, shared by every
-//! instance of that droplet), backed by the on-disk cache in `compiled`.
+//! in-memory cache of compiled droplets (one [`Prepared`] per droplet SHA-256, shared by every
+//! instance of that droplet), backed by the on-disk cache in `compiled`, which is filled from
+//! the stager's precompiled artifact when there is one for this engine, else by compiling.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,9 +11,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use nimbus_protocol::DropletKind;
 use tokio::sync::OnceCell;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
+use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::compiled::{CompileStats, CompiledCache};
@@ -24,8 +27,23 @@ use crate::pool::{Allocator, build_engine};
 /// of the time slices after which a busy guest yields to other tasks.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// A compiled droplet, ready to instantiate once per request.
-pub(crate) type Prepared = ProxyPre<GuestState>;
+/// A compiled droplet, ready to instantiate once per request, by the executor its kind needs.
+#[derive(Clone)]
+pub(crate) enum Prepared {
+    /// Called through `wasi:http/incoming-handler`.
+    Http(ProxyPre<GuestState>),
+    /// Run through `wasi:cli/run`, the request and response going through CGI (`wagi`).
+    Wagi(CommandPre<GuestState>),
+}
+
+impl Prepared {
+    pub(crate) fn engine(&self) -> &Engine {
+        match self {
+            Prepared::Http(pre) => pre.engine(),
+            Prepared::Wagi(pre) => pre.engine(),
+        }
+    }
+}
 
 /// Engine, linker, epoch clock and compile cache of one DEA.
 pub(crate) struct Runtime {
@@ -46,14 +64,7 @@ impl Runtime {
             build_engine(config).context("failed to create the wasmtime engine")?;
 
         let mut linker = Linker::new(&engine);
-        // Real guests (Rust std, wstd, Python, JS) import wasi:cli besides wasi:http, so link the
-        // full WASI p2 set plus only the HTTP interfaces (adding both full sets duplicates them).
-        anyhow_result(wasmtime_wasi::p2::add_to_linker_async(&mut linker))
-            .context("failed to link WASI p2 interfaces")?;
-        anyhow_result(wasmtime_wasi_http::p2::add_only_http_to_linker_async(
-            &mut linker,
-        ))
-        .context("failed to link wasi:http interfaces")?;
+        nimbus_engine::add_to_linker(&mut linker)?;
 
         let clock = EpochClock::default();
         let stop = Arc::new(AtomicBool::new(false));
@@ -82,11 +93,24 @@ impl Runtime {
         self.cache.stats()
     }
 
-    /// The compiled droplet with this SHA-256, compiling it from `fetch`'s bytes the first time.
-    /// Concurrent callers for one droplet share one fetch and one compilation; a failure is not
-    /// cached, so a later start retries.
-    pub(crate) async fn prepare<F>(&self, sha256: &str, fetch: F) -> anyhow::Result<Prepared>
+    /// The compatibility hash of this DEA's engine, naming the precompiled artifacts it loads.
+    pub(crate) fn engine_hash(&self) -> &str {
+        self.cache.engine_hash()
+    }
+
+    /// The compiled droplet with this SHA-256, run as `kind`. The first time, it comes from the
+    /// disk cache, else from `precompiled` (the stager's artifact for this engine, if any), else
+    /// from compiling `fetch`'s bytes. Concurrent callers for one droplet share that work; a
+    /// failure is not cached, so a later start retries.
+    pub(crate) async fn prepare<P, F>(
+        &self,
+        sha256: &str,
+        kind: DropletKind,
+        precompiled: P,
+        fetch: F,
+    ) -> anyhow::Result<Prepared>
     where
+        P: Future<Output = Option<Vec<u8>>>,
         F: Future<Output = anyhow::Result<Vec<u8>>>,
     {
         let cell = {
@@ -101,10 +125,23 @@ impl Runtime {
                 let from_disk = tokio::task::spawn_blocking(move || cache.load(&engine, &sha))
                     .await
                     .context("the loader task failed")?;
-                let bytes = match from_disk {
-                    Some(component) => return self.link(sha256, component),
-                    None => fetch.await?,
-                };
+                if let Some(component) = from_disk {
+                    return self.link(sha256, kind, component);
+                }
+                if let Some(artifact) = precompiled.await {
+                    let engine = self.engine.clone();
+                    let cache = self.cache.clone();
+                    let sha = sha256.to_string();
+                    let installed = tokio::task::spawn_blocking(move || {
+                        cache.install(&engine, &sha, &artifact)
+                    })
+                    .await
+                    .context("the loader task failed")?;
+                    if let Some(component) = installed {
+                        return self.link(sha256, kind, component);
+                    }
+                }
+                let bytes = fetch.await?;
                 let engine = self.engine.clone();
                 let cache = self.cache.clone();
                 let sha = sha256.to_string();
@@ -115,7 +152,7 @@ impl Runtime {
                         .await
                         .context("the compiler task failed")??;
                 tracing::info!(sha256, "compiled droplet");
-                self.link(sha256, component)
+                self.link(sha256, kind, component)
             })
             .await?;
         Ok(prepared.clone())
@@ -141,12 +178,26 @@ impl Drop for Runtime {
 }
 
 impl Runtime {
-    fn link(&self, sha256: &str, component: Component) -> anyhow::Result<Prepared> {
+    fn link(
+        &self,
+        sha256: &str,
+        kind: DropletKind,
+        component: Component,
+    ) -> anyhow::Result<Prepared> {
         let pre = anyhow_result(self.linker.instantiate_pre(&component)).with_context(|| {
             format!("droplet {sha256} imports interfaces this DEA does not provide")
         })?;
-        anyhow_result(ProxyPre::new(pre))
-            .with_context(|| format!("droplet {sha256} does not export wasi:http/incoming-handler"))
+        Ok(match kind {
+            DropletKind::HttpComponent => {
+                Prepared::Http(anyhow_result(ProxyPre::new(pre)).with_context(|| {
+                    format!("droplet {sha256} does not export wasi:http/incoming-handler")
+                })?)
+            }
+            DropletKind::Wagi => Prepared::Wagi(
+                anyhow_result(CommandPre::new(pre))
+                    .with_context(|| format!("droplet {sha256} does not export wasi:cli/run"))?,
+            ),
+        })
     }
 }
 
@@ -222,7 +273,9 @@ mod tests {
         config.max_instances = 4;
         let runtime = Runtime::new(&config).unwrap();
         let Err(error) = runtime
-            .prepare("00", async { Ok(b"not wasm".to_vec()) })
+            .prepare("00", DropletKind::HttpComponent, async { None }, async {
+                Ok(b"not wasm".to_vec())
+            })
             .await
         else {
             panic!("garbage compiled");

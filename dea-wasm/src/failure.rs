@@ -39,6 +39,9 @@ pub(crate) enum Failure {
     /// The guest answered with a wasi:http error code instead of a response.
     #[error("the app reported an error instead of a response: {0}")]
     GuestError(String),
+    /// A WAGI app's output is not a CGI response (or is too large).
+    #[error("the app's response is malformed: {0}")]
+    BadResponse(String),
     /// The request could not be given to the guest (e.g. no `Host`).
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -87,6 +90,7 @@ impl Failure {
             Failure::FuelExhausted(_) | Failure::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Failure::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Failure::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Failure::BadResponse(_) => StatusCode::BAD_GATEWAY,
             Failure::MemoryLimit(_)
             | Failure::Trap(_)
             | Failure::NoResponse
@@ -105,6 +109,7 @@ impl Failure {
             Failure::Overloaded => "overloaded",
             Failure::BodyTooLarge(_) => "body_too_large",
             Failure::GuestError(_) => "app_error",
+            Failure::BadResponse(_) => "bad_response",
             Failure::BadRequest(_) => "bad_request",
             Failure::Internal(_) => "internal",
         }
@@ -119,7 +124,10 @@ impl Failure {
             | Failure::Overloaded
             | Failure::BodyTooLarge(_) => Some(EventKind::LimitExceeded),
             Failure::Trap(_) | Failure::NoResponse => Some(EventKind::Trapped),
-            Failure::GuestError(_) | Failure::BadRequest(_) | Failure::Internal(_) => None,
+            Failure::GuestError(_)
+            | Failure::BadResponse(_)
+            | Failure::BadRequest(_)
+            | Failure::Internal(_) => None,
         }
     }
 

@@ -12,6 +12,7 @@ use nimbus_protocol::Limits;
 use nimbus_protocol::messages::LogStream;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -70,19 +71,38 @@ pub(crate) struct StoreSetup<'a> {
     pub(crate) egress: &'a Arc<EgressPolicy>,
     pub(crate) notices: &'a Notices,
     pub(crate) scratch: &'a Path,
+    /// For a WAGI run: the request's CGI variables and body, and where the response goes.
+    pub(crate) cgi: Option<CgiIo>,
+}
+
+/// A WAGI run's stdio and environment: stdin reads the request body, stdout collects the
+/// response (up to its capacity), and the CGI variables follow the app's environment.
+pub(crate) struct CgiIo {
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) stdin: MemoryInputPipe,
+    pub(crate) stdout: MemoryOutputPipe,
 }
 
 /// A fresh store for one request, its deadline counted from now.
 pub(crate) fn new_store(setup: &StoreSetup<'_>) -> anyhow::Result<Store<GuestState>> {
     let log = setup.notices.log();
-    let wasi = WasiCtx::builder()
-        .envs(setup.env)
-        .stdout(log.guest_output(LogStream::Out))
+    let mut wasi = WasiCtx::builder();
+    wasi.envs(setup.env)
         .stderr(log.guest_output(LogStream::Err))
         .preopened_dir(setup.scratch, scratch::GUEST_PATH, FsPerms::ReadWrite)
         .map_err(anyhow::Error::from)
-        .context("failed to open the scratch directory")?
-        .build();
+        .context("failed to open the scratch directory")?;
+    match &setup.cgi {
+        Some(cgi) => {
+            wasi.envs(&cgi.env)
+                .stdin(cgi.stdin.clone())
+                .stdout(cgi.stdout.clone());
+        }
+        None => {
+            wasi.stdout(log.guest_output(LogStream::Out));
+        }
+    }
+    let wasi = wasi.build();
     let state = GuestState {
         wasi,
         http: WasiHttpCtx::new(),
@@ -153,6 +173,7 @@ mod tests {
             egress: &Arc::new(EgressPolicy::new(&[], false)),
             notices: &notices,
             scratch: dir.path(),
+            cgi: None,
         })
         .unwrap();
         let module = Module::new(&engine, SPIN)?;

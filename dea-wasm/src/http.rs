@@ -1,8 +1,10 @@
-//! Serving one HTTP request with a fresh guest instance, following wasmtime-wasi-http's
-//! `ProxyPre` pattern: the guest runs in its own task and hands its response over a oneshot, so
-//! the body streams while the guest keeps running. Before the guest runs, the request passes the
-//! body-size check and admission (instance and DEA concurrency); a supervisor task enforces the
-//! wall-clock limit, reports how the guest ended and checks the scratch directory afterwards.
+//! Serving one HTTP request with a fresh guest instance. Before the guest runs, the request
+//! passes the body-size check and admission (instance and DEA concurrency); then an HTTP
+//! component is called here, following wasmtime-wasi-http's `ProxyPre` pattern (the guest runs
+//! in its own task and hands its response over a oneshot, so the body streams while the guest
+//! keeps running), and a command runs the CGI way in `wagi`. For both, a supervisor task
+//! enforces the wall-clock limit, reports how the guest ended and checks the scratch directory
+//! afterwards.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use tokio::task::JoinHandle;
 use wasmtime::Store;
 use wasmtime::component::Resource;
 use wasmtime_wasi_http::WasiHttpView as _;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
@@ -28,7 +31,7 @@ use crate::body::{LimitedBody, declared_length};
 use crate::egress::EgressPolicy;
 use crate::engine::{EpochClock, Prepared};
 use crate::failure::{Failure, RunLimits, Stage};
-use crate::guest::{GuestState, StoreSetup, new_store};
+use crate::guest::{CgiIo, GuestState, StoreSetup, new_store};
 use crate::notices::Notices;
 use crate::scratch::{SCRATCH_LIMIT, Scratch};
 
@@ -79,11 +82,28 @@ impl AppServer {
             .admit(ADMISSION_WAIT)
             .await
             .ok_or_else(|| self.report(Failure::Overloaded))?;
+        match &self.prepared {
+            Prepared::Http(pre) => self.run_component(pre.clone(), request, admitted).await,
+            Prepared::Wagi(pre) => crate::wagi::run(self, pre.clone(), request, admitted).await,
+        }
+    }
 
+    /// Calls an HTTP component's handler with the request.
+    async fn run_component<B>(
+        self: &Arc<Self>,
+        pre: ProxyPre<GuestState>,
+        request: Request<B>,
+        admitted: Admitted,
+    ) -> Result<Response<HyperOutgoingBody>, Failure>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let max_body = self.limits.max_body_bytes;
         let overflowed = Arc::new(AtomicBool::new(false));
         let request = request.map(|body| LimitedBody::new(body, max_body, overflowed.clone()));
         let mut store = self
-            .new_store()
+            .new_store(None)
             .map_err(|e| self.report(Failure::Internal(format!("{e:#}"))))?;
         let (sender, receiver) = oneshot::channel();
         let incoming = store
@@ -97,20 +117,7 @@ impl AppServer {
             .new_response_outparam(sender)
             .map_err(|e| self.report(Failure::Internal(format!("{e:#}"))))?;
 
-        let run = RunLimits {
-            timeout_ms: self.limits.timeout_ms,
-            // Only named when fuel runs out, which needs metering.
-            fuel: self.fuel.unwrap_or_default(),
-            memory_mb: self.limits.memory_mb,
-            grow_denied: false,
-        };
-        let guest = tokio::spawn(run_guest(
-            self.prepared.clone(),
-            store,
-            incoming,
-            outparam,
-            run,
-        ));
+        let guest = tokio::spawn(run_guest(pre, store, incoming, outparam, self.run_limits()));
         let supervisor = tokio::spawn(supervise(guest, self.clone(), overflowed.clone(), admitted));
 
         // A body over the limit wins over whatever the guest made of it; the supervisor
@@ -133,8 +140,20 @@ impl AppServer {
         }
     }
 
-    /// A fresh store for one request of this instance.
-    pub(crate) fn new_store(&self) -> anyhow::Result<Store<GuestState>> {
+    /// What a guest run of this instance may use, to classify how it ended.
+    pub(crate) fn run_limits(&self) -> RunLimits {
+        RunLimits {
+            timeout_ms: self.limits.timeout_ms,
+            // Only named when fuel runs out, which needs metering.
+            fuel: self.fuel.unwrap_or_default(),
+            memory_mb: self.limits.memory_mb,
+            grow_denied: false,
+        }
+    }
+
+    /// A fresh store for one request of this instance; `cgi` replaces its stdio and adds to its
+    /// environment for a WAGI run.
+    pub(crate) fn new_store(&self, cgi: Option<CgiIo>) -> anyhow::Result<Store<GuestState>> {
         new_store(&StoreSetup {
             engine: self.prepared.engine(),
             clock: &self.clock,
@@ -144,11 +163,12 @@ impl AppServer {
             egress: &self.egress,
             notices: &self.notices,
             scratch: self.scratch.path(),
+            cgi,
         })
     }
 
     /// Reports a failure (log line, event), then returns it.
-    fn report(&self, failure: Failure) -> Failure {
+    pub(crate) fn report(&self, failure: Failure) -> Failure {
         self.notices.failure(&failure);
         failure
     }
@@ -172,7 +192,7 @@ impl AppServer {
 
 /// Instantiates the guest and calls its `wasi:http/incoming-handler`.
 async fn run_guest(
-    prepared: Prepared,
+    prepared: ProxyPre<GuestState>,
     mut store: Store<GuestState>,
     incoming: Resource<HostIncomingRequest>,
     outparam: Resource<HostResponseOutparam>,
@@ -198,7 +218,7 @@ async fn run_guest(
 /// Enforces the wall-clock limit on the whole guest run, including host calls the epoch cannot
 /// interrupt (a guest sleeping in `wasi:clocks`), reports how the guest ended, and frees the
 /// request's admission slots only once the guest is gone.
-async fn supervise(
+pub(crate) async fn supervise(
     mut guest: JoinHandle<Result<(), Failure>>,
     server: Arc<AppServer>,
     overflowed: Arc<AtomicBool>,

@@ -15,7 +15,7 @@
 //!   DEA-wide concurrency), then gets a fresh store (`guest`: environment from `vcap`, stdio to
 //!   the rate-capped log via `logs`, `/tmp` from `scratch`, outbound HTTP through `outbound`
 //!   under the `egress` policy, memory via `limiter`, fuel, and a wall-clock deadline) and runs
-//!   in `http`. `failure` maps each way a request can end to a status and an `x-nimbus-error`
+//!   in `http` (HTTP components) or `wagi` (commands serving the CGI way). `failure` maps each way a request can end to a status and an `x-nimbus-error`
 //!   header; `notices` turns it into a log line and an `events.<app_id>` event, rate-capped.
 //!
 //! ```no_run
@@ -54,6 +54,7 @@ mod scratch;
 mod stdio;
 mod table;
 mod vcap;
+mod wagi;
 
 pub use agent::{Handle, start};
 pub use compiled::CompileStats;

@@ -4,7 +4,8 @@
 //! Pool sizing, from [`Config`](crate::Config): `max_instances` component instances, each with up
 //! to [`CORE_INSTANCES_PER_COMPONENT`] core instances and [`TABLES_PER_COMPONENT`] tables, one
 //! linear-memory slot per component instance of `max_instance_memory_mb` (that is also the memory
-//! reservation, so every slot is `max_instance_memory_mb` + [`MEMORY_GUARD`] of address space),
+//! reservation, so every slot is `max_instance_memory_mb` + [`nimbus_engine::MEMORY_GUARD`] of
+//! address space),
 //! and one async stack per instance.
 
 use anyhow::Context as _;
@@ -24,9 +25,6 @@ pub(crate) const TABLES_PER_COMPONENT: u32 = 16;
 pub(crate) const MEMORIES_PER_COMPONENT: u32 = 4;
 /// Elements per table; also a per-store cap (StoreLimits' `table_elements`).
 pub(crate) const TABLE_ELEMENTS: usize = 20_000;
-/// Guard after each memory slot. Small, because slots are small (RUNTIME-NOTES.md): bounds
-/// checks stay explicit instead of relying on a 4 GiB reservation.
-pub(crate) const MEMORY_GUARD: u64 = 64 * 1024;
 /// Fuel a guest burns between yields to the executor, so a busy tenant lets other tasks run
 /// roughly every half millisecond: every app shares the executor's few workers, and a
 /// neighbour's request waits behind whole slices (a yield itself costs about a microsecond).
@@ -66,13 +64,10 @@ pub(crate) fn build_engine(dea: &DeaConfig) -> anyhow::Result<(Engine, Allocator
     Ok((engine, Allocator::OnDemand))
 }
 
+/// The shared code-generation settings (so stager-precompiled droplets load here); the same
+/// for both allocators, so switching allocator keeps the compiled-code cache valid.
 fn base_config(dea: &DeaConfig) -> Config {
-    let mut config = Config::new();
-    // Wall-clock limits and time slices ride on epochs, CPU budgets on fuel (RUNTIME-NOTES.md).
-    config.epoch_interruption(true);
-    config.consume_fuel(dea.fuel_metering);
-    config.memory_init_cow(true);
-    config
+    nimbus_engine::codegen_config(dea.engine_settings())
 }
 
 fn pooling_engine(dea: &DeaConfig) -> anyhow::Result<Engine> {
@@ -90,11 +85,7 @@ fn pooling_engine(dea: &DeaConfig) -> anyhow::Result<Engine> {
         .total_stacks(n)
         .max_memory_size(usize::try_from(memory).context("the memory slot is too large")?);
     let mut config = base_config(dea);
-    config
-        .memory_reservation(memory)
-        .memory_guard_size(MEMORY_GUARD)
-        .memory_reservation_for_growth(0)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     // Creating the engine reserves the whole pool; instantiating commits one slot.
     let engine = Engine::new(&config)
         .map_err(anyhow::Error::from)

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::instance::Instance;
 
 /// The droplet kinds this DEA runs, as advertised.
-pub(crate) const STACKS: &[&str] = &["http-component"];
+pub(crate) const STACKS: &[&str] = &["http-component", "wagi"];
 
 /// Why a start was refused before any work was done.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -208,7 +208,7 @@ mod tests {
         let advert = table.advertise("d", 1000);
         assert_eq!(advert.available_memory, 700);
         assert_eq!(advert.app_id_to_count[&app], 2);
-        assert_eq!(advert.stacks, ["http-component"]);
+        assert_eq!(advert.stacks, ["http-component", "wagi"]);
     }
 
     #[test]

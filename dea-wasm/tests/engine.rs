@@ -33,7 +33,8 @@ async fn a_restarted_dea_serves_from_the_compiled_cache() {
         cloud.dea().compile_stats(),
         CompileStats {
             compiled: 1,
-            loaded: 0
+            loaded: 0,
+            fetched: 0,
         }
     );
     let files = artifacts(&cloud, &hello.sha256);
@@ -48,7 +49,8 @@ async fn a_restarted_dea_serves_from_the_compiled_cache() {
         cloud.dea().compile_stats(),
         CompileStats {
             compiled: 0,
-            loaded: 1
+            loaded: 1,
+            fetched: 0,
         }
     );
 
@@ -67,7 +69,8 @@ async fn a_restarted_dea_serves_from_the_compiled_cache() {
         cloud.dea().compile_stats(),
         CompileStats {
             compiled: 1,
-            loaded: 0
+            loaded: 0,
+            fetched: 0,
         }
     );
     assert_ne!(std::fs::read(&files[0]).unwrap(), b"not machine code");

@@ -50,7 +50,7 @@ async fn serves_an_instance_until_it_is_stopped() {
         advert.available_memory,
         nimbus_dea_wasm::DEFAULT_MEMORY_MB - 64
     );
-    assert_eq!(advert.stacks, ["http-component"]);
+    assert_eq!(advert.stacks, ["http-component", "wagi"]);
 
     let mut exits = cloud.subscribe(subjects::DROPLET_EXITED).await;
     let mut unregistrations = cloud.subscribe(subjects::ROUTER_UNREGISTER).await;

@@ -8,6 +8,29 @@ use serde::{Deserialize, Serialize};
 pub enum DropletKind {
     /// A component exporting `wasi:http/incoming-handler`: one instance per request.
     HttpComponent,
+    /// A command component (`wasi:cli/run`) serving HTTP the CGI way, as WAGI does: one run per
+    /// request, the request in CGI environment variables and stdin, the response on stdout.
+    /// Stagers turn WASI p1 command modules into such components.
+    Wagi,
+}
+
+impl DropletKind {
+    /// Every kind, in the order DEAs list what they run.
+    pub const ALL: [DropletKind; 2] = [DropletKind::HttpComponent, DropletKind::Wagi];
+
+    /// The name used in JSON and shown to people: `http-component`, `wagi`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropletKind::HttpComponent => "http-component",
+            DropletKind::Wagi => "wagi",
+        }
+    }
+}
+
+impl std::fmt::Display for DropletKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `droplet.json`: describes a staged droplet, whose wasm is stored under [`DropletManifest::object_name`].
@@ -37,6 +60,12 @@ pub const BLOB_STORE: &str = "nimbus-blobs";
 /// The object-store name of the droplet whose wasm has this SHA-256.
 pub fn droplet_object_name(sha256: &str) -> String {
     format!("droplets/{sha256}.wasm")
+}
+
+/// The object-store name of a droplet's machine code precompiled by a stager for engines whose
+/// compatibility hash is `engine_hash` (see the `nimbus-engine` crate).
+pub fn precompiled_object_name(sha256: &str, engine_hash: &str) -> String {
+    format!("droplets/{sha256}-{engine_hash}.cwasm")
 }
 
 /// The object-store name of an uploaded package with this SHA-256.
@@ -118,6 +147,10 @@ mod tests {
         };
         let json = serde_json::to_string(&manifest).unwrap();
         assert!(json.contains("\"http-component\""), "{json}");
+        for kind in DropletKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{kind}\""));
+        }
         let back: DropletManifest = serde_json::from_str(&json).unwrap();
         assert_eq!(back, manifest);
         assert_eq!(

@@ -4,12 +4,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::ensure;
+use nimbus_engine::EngineSettings;
 use uuid::Uuid;
 
 /// How long one build may run before it is stopped.
 pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// The largest a package may be once unpacked (512 MiB).
 pub const DEFAULT_MAX_PACKAGE_BYTES: u64 = 512 * 1024 * 1024;
+/// Memory (data segment, as `RLIMIT_DATA`) each build process may use: rustc on a large crate
+/// and componentize-py stay well under it.
+pub const DEFAULT_BUILD_MEMORY_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 /// Configuration of one stager.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +26,22 @@ pub struct Config {
     pub build_timeout: Duration,
     /// Cap on a package's unpacked size (and on its download).
     pub max_package_bytes: u64,
+    /// Memory limit of each build process.
+    pub build_memory_bytes: u64,
+    /// The engine settings of the cluster's DEAs: droplets are precompiled for them.
+    pub engine: EngineSettings,
+    /// Where `npm install --prefix` put componentize-js (scripts/setup does).
+    pub js_toolchain: PathBuf,
+}
+
+/// The JavaScript toolchain's default home: `$NIMBUS_JS_TOOLCHAIN`, else
+/// `~/.cache/nimbus/toolchains/js`.
+pub fn default_js_toolchain() -> PathBuf {
+    if let Some(dir) = std::env::var_os("NIMBUS_JS_TOOLCHAIN") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache/nimbus/toolchains/js")
 }
 
 impl Config {
@@ -32,6 +52,9 @@ impl Config {
             work_dir,
             build_timeout: DEFAULT_BUILD_TIMEOUT,
             max_package_bytes: DEFAULT_MAX_PACKAGE_BYTES,
+            build_memory_bytes: DEFAULT_BUILD_MEMORY_BYTES,
+            engine: EngineSettings::default(),
+            js_toolchain: default_js_toolchain(),
         }
     }
 
@@ -55,6 +78,11 @@ impl Config {
     /// Parent of the short-lived directory of each staging job.
     pub(crate) fn builds_dir(&self) -> PathBuf {
         self.work_dir.join("builds")
+    }
+
+    /// The stagers' own build files (WIT worlds, the JS driver), written at start.
+    pub(crate) fn assets_dir(&self) -> PathBuf {
+        self.work_dir.join("assets")
     }
 
     /// Build cache of one app; it outlives jobs so restaging reuses compiled dependencies.

@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use async_nats::jetstream::object_store::{InfoErrorKind, ObjectStore};
-use nimbus_protocol::droplet::droplet_object_name;
+use nimbus_protocol::droplet::{droplet_object_name, precompiled_object_name};
 use nimbus_protocol::{DropletKind, DropletManifest};
 use sha2::{Digest as _, Sha256};
 
@@ -23,11 +23,11 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-/// The manifest of a droplet built by the stager named `language`.
-pub(crate) fn manifest(wasm: &[u8], language: &str) -> DropletManifest {
+/// The manifest of a droplet of `kind` built by the stager named `language`.
+pub(crate) fn manifest(wasm: &[u8], kind: DropletKind, language: &str) -> DropletManifest {
     DropletManifest {
         sha256: sha256_hex(wasm),
-        kind: DropletKind::HttpComponent,
+        kind,
         language: language.to_string(),
         size: wasm.len() as u64,
         staged_at: nimbus_protocol::now_ms(),
@@ -47,10 +47,30 @@ pub(crate) async fn store(
     manifest: &DropletManifest,
     wasm: &[u8],
 ) -> anyhow::Result<Stored> {
-    let name = droplet_object_name(&manifest.sha256);
+    put_once(blobs, &droplet_object_name(&manifest.sha256), wasm).await
+}
+
+/// Stores the droplet's machine code for engines with `engine_hash` beside the droplet.
+pub(crate) async fn store_precompiled(
+    blobs: &ObjectStore,
+    manifest: &DropletManifest,
+    engine_hash: &str,
+    artifact: &[u8],
+) -> anyhow::Result<Stored> {
+    put_once(
+        blobs,
+        &precompiled_object_name(&manifest.sha256, engine_hash),
+        artifact,
+    )
+    .await
+}
+
+/// Puts `bytes` under `name` unless an object of that size is already there: names are
+/// content-derived, so the same name means the same bytes.
+async fn put_once(blobs: &ObjectStore, name: &str, bytes: &[u8]) -> anyhow::Result<Stored> {
     match blobs.info(&name).await {
         // Same name means same bytes; the size check only guards against a half-written object.
-        Ok(info) if !info.deleted && info.size as u64 == manifest.size => {
+        Ok(info) if !info.deleted && info.size == bytes.len() => {
             return Ok(Stored::AlreadyPresent);
         }
         Ok(_) => {}
@@ -59,9 +79,9 @@ pub(crate) async fn store(
             return Err(error).with_context(|| format!("failed to look up droplet {name}"));
         }
     }
-    let mut reader = wasm;
+    let mut reader = bytes;
     blobs
-        .put(name.as_str(), &mut reader)
+        .put(name, &mut reader)
         .await
         .with_context(|| format!("failed to store droplet {name}"))?;
     Ok(Stored::Uploaded)
@@ -83,7 +103,7 @@ mod tests {
 
     #[test]
     fn manifest_describes_an_http_component() {
-        let manifest = manifest(b"\0asm", "wasm");
+        let manifest = manifest(b"\0asm", DropletKind::HttpComponent, "wasm");
         assert_eq!(manifest.kind, DropletKind::HttpComponent);
         assert_eq!(manifest.size, 4);
         assert_eq!(manifest.language, "wasm");

@@ -3,7 +3,7 @@
 //! Errors returned from here end the job and become the `Failed` message the developer reads,
 //! so each one says in plain words what was wrong with the package or the build.
 
-use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{Context as _, anyhow, bail};
 use async_nats::jetstream;
@@ -88,10 +88,19 @@ impl Stager {
             .detect(&app_dir)
             .ok_or_else(|| anyhow!(NO_STAGER_MESSAGE))?;
         tracing::info!(stager = stager.name(), "building");
+        let cache_dir = config.app_cache_dir(request.app_id);
+        tokio::fs::create_dir_all(&cache_dir)
+            .await
+            .with_context(|| format!("failed to create {}", cache_dir.display()))?;
         let ctx = BuildContext {
             app_dir,
-            cache_dir: config.app_cache_dir(request.app_id),
+            output: job_dir.path().join("built.wasm"),
+            cache_dir,
             timeout: config.build_timeout,
+            memory_bytes: config.build_memory_bytes,
+            max_file_bytes: config.max_package_bytes,
+            assets_dir: config.assets_dir(),
+            js_toolchain: config.js_toolchain.clone(),
             log: log.clone(),
         };
         let wasm_path = stager.build(&ctx).await?;
@@ -107,25 +116,48 @@ impl Stager {
                 human_size(config.max_package_bytes)
             );
         }
-        let wasm: Arc<[u8]> = tokio::fs::read(&wasm_path)
+        let wasm = tokio::fs::read(&wasm_path)
             .await
-            .with_context(|| format!("failed to read the built wasm {}", wasm_path.display()))?
-            .into();
+            .with_context(|| format!("failed to read the built wasm {}", wasm_path.display()))?;
 
-        log.out("-----> Validating the component").await;
-        let export = self.validator.validate_async(wasm.clone()).await?;
-        log.out(format!("       exports {export}")).await;
+        log.out(format!(
+            "-----> Validating and compiling the droplet ({}) for the cluster's engine",
+            human_size(wasm_size)
+        ))
+        .await;
+        let compile_started = Instant::now();
+        let validated = self.validator.validate_async(wasm).await?;
+        if validated.adapted {
+            log.out("       a WASI p1 command module: made into a command component")
+                .await;
+        }
+        log.out(format!(
+            "       exports {}: runs as {} (compiled in {:.1}s)",
+            validated.export,
+            validated.kind,
+            compile_started.elapsed().as_secs_f64()
+        ))
+        .await;
 
-        let manifest = droplet::manifest(&wasm, stager.name());
-        match droplet::store(&blobs, &manifest, &wasm).await? {
+        let manifest = droplet::manifest(&validated.wasm, validated.kind, stager.name());
+        match droplet::store(&blobs, &manifest, &validated.wasm).await? {
             Stored::Uploaded => log.out("-----> Uploaded the droplet").await,
             Stored::AlreadyPresent => {
                 log.out("-----> The droplet is already stored (same SHA-256); nothing to upload")
                     .await
             }
         }
+        let engine_hash = self.validator.engine_hash();
+        droplet::store_precompiled(&blobs, &manifest, engine_hash, &validated.artifact).await?;
         log.out(format!(
-            "-----> Droplet: {}, sha256 {}",
+            "-----> Stored the precompiled droplet ({}, engine {engine_hash})",
+            human_size(validated.artifact.len() as u64)
+        ))
+        .await;
+        log.out(format!(
+            "-----> Droplet: {} {}, {}, sha256 {}",
+            manifest.language,
+            manifest.kind,
             human_size(manifest.size),
             manifest.sha256
         ))

@@ -6,9 +6,13 @@
 //! 1. [`fetch`] downloads the package from the blob store (size-capped, SHA-256 checked);
 //! 2. [`package`] turns it into an app directory, unpacking archives defensively;
 //! 3. the first of the [`stagers`] that recognises the directory builds it into a wasm file
-//!    (prebuilt `.wasm`, or a Rust crate built with cargo under a time limit);
-//! 4. [`validate`] compiles it with wasmtime and checks it exports `wasi:http/incoming-handler`;
-//! 5. [`droplet`] stores it under its SHA-256 (once: droplets are content-addressed).
+//!    (Rust, C, Python, JavaScript, or prebuilt `.wasm`/`.wat`), the build contained in a child
+//!    process (clean environment, rlimits, time limit);
+//! 4. [`validate`] decides the droplet's kind (`http-component` or `wagi`), turning a WASI p1
+//!    command module into a component, checks its imports against what a DEA provides, and
+//!    compiles it for the cluster's engine;
+//! 5. [`droplet`] stores it under its SHA-256 (once: droplets are content-addressed), and the
+//!    compiled artifact beside it, named by the engine's compatibility hash.
 //!
 //! Every line of output goes to `staging.<id>.log` (which `nimbus push` follows) and to the
 //! app's log stream; the result goes to `staging.<id>.done`. [`worker`] is the only module that
@@ -41,7 +45,10 @@ use nimbus_protocol::subjects::{STAGING, STAGING_QUEUE};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{Config, DEFAULT_BUILD_TIMEOUT, DEFAULT_MAX_PACKAGE_BYTES};
+pub use config::{
+    Config, DEFAULT_BUILD_MEMORY_BYTES, DEFAULT_BUILD_TIMEOUT, DEFAULT_MAX_PACKAGE_BYTES,
+    default_js_toolchain,
+};
 
 /// A running stager. Dropping it leaves the stager running; [`Handle::shutdown`] stops it.
 pub struct Handle {
@@ -58,7 +65,11 @@ pub async fn start(config: Config, nats: async_nats::Client) -> anyhow::Result<H
             format!("failed to create the stager's directory {}", dir.display())
         })?;
     }
-    let validator = validate::Validator::new()?;
+    let assets = config.assets_dir();
+    tokio::task::spawn_blocking(move || stagers::write_assets(&assets))
+        .await
+        .context("the asset writer failed")??;
+    let validator = validate::Validator::new(config.engine)?;
     let requests = nats
         .queue_subscribe(STAGING, STAGING_QUEUE.to_string())
         .await

@@ -18,6 +18,8 @@ use crate::settings::overlay;
 
 /// How long `push` and `start` wait for the app to answer.
 const SERVE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the staging log may stay quiet before `push` prints a progress line.
+const QUIET_PROGRESS: Duration = Duration::from_secs(5);
 
 /// Which apps to push from what: the command line, a manifest, or both (flags win).
 pub fn plan(
@@ -126,12 +128,24 @@ pub async fn push(client: &Client, planned: &PlannedApp) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Uploads the package and prints the staging log as it streams; fails if staging failed.
+/// Uploads the package and prints the staging log as it streams, each line with the time since
+/// staging began, and a progress line whenever the build is quiet for a while (compiling a
+/// Python or JavaScript app prints nothing for seconds); fails if staging failed.
 async fn stage(client: &Client, name: &str, package: Vec<u8>) -> anyhow::Result<()> {
+    let started = Instant::now();
     let response = client.upload_bits(name, package).await?;
     let mut body = response.bytes_stream();
     let mut pending = Vec::new();
-    while let Some(chunk) = body.next().await {
+    let elapsed = || format!("[{:>5.1}s]", started.elapsed().as_secs_f64());
+    loop {
+        let chunk = match tokio::time::timeout(QUIET_PROGRESS, body.next()).await {
+            Err(_) => {
+                println!("   {} ... still staging", elapsed());
+                continue;
+            }
+            Ok(None) => break,
+            Ok(Some(chunk)) => chunk,
+        };
         pending.extend_from_slice(&chunk.context("the staging stream broke off")?);
         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
@@ -139,7 +153,7 @@ async fn stage(client: &Client, name: &str, package: Vec<u8>) -> anyhow::Result<
                 .context("the API sent a staging event this CLI does not understand")?;
             match event {
                 StagingEvent::Log { line } => {
-                    println!("   {line}");
+                    println!("   {} {line}", elapsed());
                     std::io::stdout().flush()?;
                 }
                 StagingEvent::Staged {
@@ -153,9 +167,10 @@ async fn stage(client: &Client, name: &str, package: Vec<u8>) -> anyhow::Result<
                         format!("staged in {:.1}s", duration_ms as f64 / 1000.0)
                     };
                     println!(
-                        "Droplet {} ({}, {}): {how}",
+                        "Droplet {} ({} {}, {}): {how}",
                         &droplet.sha256[..12],
                         droplet.language,
+                        droplet.kind,
                         output::bytes(droplet.size)
                     );
                     return Ok(());

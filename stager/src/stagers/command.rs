@@ -1,6 +1,7 @@
 //! Runs a build tool as a child process the way every stager should: a scrubbed environment,
-//! output streamed line by line as it happens, and a wall-clock limit that really stops the
-//! whole build (compilers the tool spawned included).
+//! its own process group and working directory, rlimits on CPU time, memory and file size
+//! (inherited by every compiler it spawns), output streamed line by line as it happens, and a
+//! wall-clock limit that really stops the whole build.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -58,6 +59,7 @@ pub(crate) async fn run(
         .get_program()
         .to_string_lossy()
         .into_owned();
+    contain(&mut command, ctx);
     let mut child = command
         .spawn()
         .with_context(|| format!("failed to run {program} (is it installed on the stager?)"))?;
@@ -114,6 +116,38 @@ pub(crate) async fn run(
     }
 }
 
+/// Sets the build's resource limits in the child before it runs the tool. Limits are per
+/// process: CPU time allows every core for the whole wall-clock limit (the timeout is the real
+/// bound; this stops a runaway that escaped the process group), memory is `RLIMIT_DATA`
+/// (`RLIMIT_AS` would break runtimes that reserve address space, such as V8 and wasmtime), and
+/// no core dumps.
+fn contain(command: &mut Command, ctx: &BuildContext) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let cpu_seconds = ctx.timeout.as_secs().max(1).saturating_mul(cores);
+    let limits = [
+        (libc::RLIMIT_CPU, cpu_seconds),
+        (libc::RLIMIT_DATA, ctx.memory_bytes),
+        (libc::RLIMIT_FSIZE, ctx.max_file_bytes),
+        (libc::RLIMIT_CORE, 0),
+    ];
+    // SAFETY: the closure runs in the forked child before exec and only calls setrlimit(2),
+    // which is async-signal-safe; it allocates nothing and touches no lock.
+    unsafe {
+        command.pre_exec(move || {
+            for (resource, value) in limits {
+                let limit = libc::rlimit {
+                    rlim_cur: value,
+                    rlim_max: value,
+                };
+                if libc::setrlimit(resource, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Calls `each` with every line of `reader` until it ends or fails.
 async fn for_each_line(reader: impl AsyncRead + Unpin, mut each: impl FnMut(String)) {
     let mut lines = BufReader::new(reader);
@@ -157,7 +191,6 @@ impl Drop for GroupKiller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::BuildLog;
     use std::time::Duration;
 
     fn context(
@@ -167,14 +200,7 @@ mod tests {
         BuildContext,
         tokio::sync::mpsc::Receiver<crate::log::LogLine>,
     ) {
-        let (log, lines) = BuildLog::channel();
-        let ctx = BuildContext {
-            app_dir: dir.to_path_buf(),
-            cache_dir: dir.join("cache"),
-            timeout,
-            log,
-        };
-        (ctx, lines)
+        BuildContext::for_test(dir, timeout)
     }
 
     fn shell(dir: &Path, script: &str) -> Command {
@@ -229,6 +255,31 @@ mod tests {
         assert_eq!(run.tail.len(), TAIL_LINES);
         assert_eq!(run.tail.last().map(String::as_str), Some("line49"));
         assert_eq!(drainer.await.unwrap().len(), 50);
+    }
+
+    #[tokio::test]
+    async fn limits_the_build_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ctx, lines) = context(dir.path(), Duration::from_secs(60));
+        ctx.memory_bytes = 256 * 1024 * 1024;
+        ctx.max_file_bytes = 4096;
+        let script = "echo data=$(ulimit -d) core=$(ulimit -c) >&2; \
+                      head -c 10000 /dev/zero > big || echo write refused >&2";
+        run(shell(dir.path(), script), &ctx, |_| None)
+            .await
+            .unwrap();
+        drop(ctx);
+        let logged = drain(lines).await;
+        // ulimit -d reports KiB.
+        assert_eq!(logged[0], "data=262144 core=0", "{logged:?}");
+        assert!(
+            logged.iter().any(|l| l.contains("write refused")),
+            "{logged:?}"
+        );
+        assert_eq!(
+            std::fs::metadata(dir.path().join("big")).unwrap().len(),
+            4096
+        );
     }
 
     #[tokio::test]

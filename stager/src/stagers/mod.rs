@@ -4,7 +4,11 @@
 //! language and happens in the job. Adding a language means one module here and one line in
 //! [`Registry::new`].
 
+mod assets;
+mod c;
 mod command;
+mod javascript;
+mod python;
 mod rust;
 mod wasm;
 
@@ -14,24 +18,68 @@ use std::time::Duration;
 use crate::log::BuildLog;
 use futures::future::BoxFuture;
 
-pub(crate) use rust::RustStager;
-pub(crate) use wasm::WasmStager;
+pub(crate) use assets::write_assets;
+use c::CStager;
+use javascript::JavaScriptStager;
+use python::PythonStager;
+use rust::RustStager;
+use wasm::WasmStager;
 
 /// The failure message when no stager recognises a package.
-pub(crate) const NO_STAGER_MESSAGE: &str =
-    "no stager recognises this package: expected a .wasm component or a Rust crate (Cargo.toml)";
+pub(crate) const NO_STAGER_MESSAGE: &str = "no stager recognises this package: expected a Rust \
+     crate (Cargo.toml), JavaScript (package.json or app.js), Python (app.py), C (*.c files), or \
+     one prebuilt .wasm or .wat file";
 
 /// Everything a build may use.
 #[derive(Debug, Clone)]
 pub(crate) struct BuildContext {
     /// The unpacked package; the build may write into it.
     pub app_dir: PathBuf,
+    /// Where a stager that writes its wasm itself puts it (outside `app_dir`, so it is never
+    /// mistaken for part of the package).
+    pub output: PathBuf,
     /// Survives between stagings of the same app (build caches live here).
     pub cache_dir: PathBuf,
     /// Wall-clock limit of the build.
     pub timeout: Duration,
+    /// Memory limit (`RLIMIT_DATA`) of each build process.
+    pub memory_bytes: u64,
+    /// Largest file a build may write.
+    pub max_file_bytes: u64,
+    /// The stager's own build files (WIT worlds, the JS build driver); see [`write_assets`].
+    pub assets_dir: PathBuf,
+    /// Where componentize-js is installed.
+    pub js_toolchain: PathBuf,
     /// Where build output goes.
     pub log: BuildLog,
+}
+
+impl BuildContext {
+    /// A context building in `dir` with the default limits, and the receiver of its log.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        dir: &Path,
+        timeout: Duration,
+    ) -> (
+        BuildContext,
+        tokio::sync::mpsc::Receiver<crate::log::LogLine>,
+    ) {
+        let (log, lines) = BuildLog::channel();
+        let out = dir.join(".build");
+        std::fs::create_dir_all(&out).unwrap();
+        let ctx = BuildContext {
+            app_dir: dir.to_path_buf(),
+            output: out.join("built.wasm"),
+            cache_dir: dir.join("cache"),
+            timeout,
+            memory_bytes: crate::config::DEFAULT_BUILD_MEMORY_BYTES,
+            max_file_bytes: crate::config::DEFAULT_MAX_PACKAGE_BYTES,
+            assets_dir: dir.join("assets"),
+            js_toolchain: crate::config::default_js_toolchain(),
+            log,
+        };
+        (ctx, lines)
+    }
 }
 
 /// One language's stager.
@@ -39,7 +87,7 @@ pub(crate) struct BuildContext {
 /// `build` returns a boxed future so stagers can live side by side as trait objects in the
 /// [`Registry`] (an `async fn` in a trait is not object-safe).
 pub(crate) trait Stager: Send + Sync {
-    /// The language recorded in the droplet manifest: `wasm`, `rust`.
+    /// The language recorded in the droplet manifest: `rust`, `c`, `python`, `javascript`, `wasm`.
     fn name(&self) -> &'static str;
     /// Whether this stager can build the app in `dir`. Must be cheap and never fail.
     fn detect(&self, dir: &Path) -> bool;
@@ -53,11 +101,19 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    /// Every built-in stager. Rust comes first: when a crate also carries a stray `.wasm`, the
-    /// source is what the developer meant to push.
+    /// Every built-in stager. Sources come before prebuilt wasm: when a crate also carries a
+    /// stray `.wasm`, the source is what the developer meant to push. Among sources, the more
+    /// specific marker file wins (a Rust crate may hold C files for a build script; a Python
+    /// app may carry a `package.json` for its front end's tooling, but then has `app.py`).
     pub(crate) fn new() -> Registry {
         Registry {
-            stagers: vec![Box::new(RustStager), Box::new(WasmStager)],
+            stagers: vec![
+                Box::new(RustStager),
+                Box::new(PythonStager),
+                Box::new(JavaScriptStager),
+                Box::new(CStager),
+                Box::new(WasmStager),
+            ],
         }
     }
 
@@ -100,9 +156,23 @@ mod tests {
     }
 
     #[test]
+    fn detects_each_language_by_its_marker_files() {
+        assert_eq!(detected(&["app.py"]), Some("python"));
+        assert_eq!(detected(&["requirements.txt", "app.py"]), Some("python"));
+        assert_eq!(detected(&["package.json", "index.js"]), Some("javascript"));
+        assert_eq!(detected(&["app.js"]), Some("javascript"));
+        assert_eq!(detected(&["hello.c", "util.c"]), Some("c"));
+        assert_eq!(detected(&["hello.wat"]), Some("wasm"));
+        assert_eq!(detected(&["Cargo.toml", "build/x.c"]), Some("rust"));
+        assert_eq!(detected(&["app.py", "package.json"]), Some("python"));
+    }
+
+    #[test]
     fn recognises_nothing_in_other_directories() {
-        assert_eq!(detected(&["index.js", "package.json"]), None);
+        assert_eq!(detected(&["README.md"]), None);
         assert_eq!(detected(&["a.wasm", "b.wasm"]), None);
+        assert_eq!(detected(&["a.wasm", "b.wat"]), None);
         assert_eq!(detected(&["nested/app.wasm"]), None);
+        assert_eq!(detected(&["main.go"]), None);
     }
 }

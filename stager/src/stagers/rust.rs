@@ -1,5 +1,7 @@
-//! The Rust stager: builds a crate with `cargo build --release --target wasm32-wasip2`, whose
-//! output is already a component.
+//! The Rust stager: builds a crate with `cargo build --release` for `wasm32-wasip2` (a
+//! component: an HTTP handler from a `cdylib`, or a command from a binary), or for
+//! `wasm32-wasip1` when the crate's `.cargo/config.toml` says so (a command module, which
+//! validation turns into a component). Commands are served the WAGI way.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -12,8 +14,10 @@ use serde::Deserialize;
 use super::command::{self, BuildRun};
 use super::{BuildContext, Stager};
 
-/// The target whose output the DEA runs.
-const TARGET: &str = "wasm32-wasip2";
+/// The target built unless the crate's `.cargo/config.toml` names another.
+const DEFAULT_TARGET: &str = "wasm32-wasip2";
+/// The targets a crate may choose.
+const TARGETS: &[&str] = &["wasm32-wasip2", "wasm32-wasip1"];
 /// The only variables a build inherits from the stager: where the toolchain is and which one.
 const KEPT_ENV: &[&str] = &[
     "PATH",
@@ -42,6 +46,7 @@ impl Stager for RustStager {
 
 async fn build(ctx: &BuildContext) -> anyhow::Result<PathBuf> {
     ctx.log.out("-----> Rust app detected").await;
+    let target = target(&ctx.app_dir)?;
     // Per-app target dir: dependencies compiled for one staging are reused by the next.
     let target_dir = ctx.cache_dir.join("target");
     tokio::fs::create_dir_all(&target_dir)
@@ -50,13 +55,13 @@ async fn build(ctx: &BuildContext) -> anyhow::Result<PathBuf> {
 
     let mut cargo = command::scrubbed_command("cargo", &ctx.app_dir, KEPT_ENV);
     cargo
-        .args(["build", "--release", "--target", TARGET])
+        .args(["build", "--release", "--target", target])
         .arg("--message-format=json-render-diagnostics")
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("CARGO_TERM_COLOR", "never");
     ctx.log
         .out(format!(
-            "-----> Running cargo build --release --target {TARGET}"
+            "-----> Running cargo build --release --target {target}"
         ))
         .await;
 
@@ -84,6 +89,33 @@ async fn build(ctx: &BuildContext) -> anyhow::Result<PathBuf> {
         ))
         .await;
     single_wasm(artifacts)
+}
+
+/// The target the crate asks for in `.cargo/config.toml` (`[build] target`), or the default.
+fn target(dir: &Path) -> anyhow::Result<&'static str> {
+    let path = dir.join(".cargo").join("config.toml");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(DEFAULT_TARGET),
+        Err(error) => return Err(error).context("failed to read .cargo/config.toml"),
+    };
+    let config: toml::Table = text
+        .parse()
+        .map_err(|error| anyhow::anyhow!(".cargo/config.toml is not valid TOML: {error}"))?;
+    let Some(wanted) = config.get("build").and_then(|build| build.get("target")) else {
+        return Ok(DEFAULT_TARGET);
+    };
+    let wanted = wanted.as_str().unwrap_or_default();
+    TARGETS
+        .iter()
+        .find(|target| **target == wanted)
+        .copied()
+        .with_context(|| {
+            format!(
+                ".cargo/config.toml builds for {wanted:?}; Nimbus runs {}",
+                TARGETS.join(" or ")
+            )
+        })
 }
 
 /// The one wasm the build produced, or why there is not exactly one.
@@ -176,6 +208,31 @@ mod tests {
         let done = r#"{"reason":"build-finished","success":true}"#;
         assert_eq!(parse_line(done), Line::OtherMessage);
         assert_eq!(parse_line("warning: something"), Line::Text);
+    }
+
+    #[test]
+    fn builds_for_the_target_the_crate_chooses() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(target(dir.path()).unwrap(), "wasm32-wasip2");
+        std::fs::create_dir(dir.path().join(".cargo")).unwrap();
+        let config = dir.path().join(".cargo/config.toml");
+        std::fs::write(&config, "[build]\ntarget = \"wasm32-wasip1\"\n").unwrap();
+        assert_eq!(target(dir.path()).unwrap(), "wasm32-wasip1");
+        std::fs::write(&config, "[build]\njobs = 2\n").unwrap();
+        assert_eq!(target(dir.path()).unwrap(), "wasm32-wasip2");
+        std::fs::write(&config, "[build]\ntarget = \"x86_64-unknown-linux-gnu\"\n").unwrap();
+        let error = target(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.contains("Nimbus runs wasm32-wasip2 or wasm32-wasip1"),
+            "{error}"
+        );
+        std::fs::write(&config, "[build").unwrap();
+        assert!(
+            target(dir.path())
+                .unwrap_err()
+                .to_string()
+                .contains("not valid TOML")
+        );
     }
 
     #[test]
