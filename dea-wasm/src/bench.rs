@@ -46,15 +46,26 @@ impl Harness {
     /// up one instance of it with default limits, as `Dea::launch` does for a start request.
     /// Must run inside a tokio runtime.
     pub async fn new(config: &Config, wasm: Vec<u8>) -> anyhow::Result<Harness> {
+        Harness::start(config, wasm, DropletKind::HttpComponent, None).await
+    }
+
+    /// [`Harness::new`] for a droplet of any kind, starting from `precompiled` (machine code
+    /// as a stager makes it for this engine) when given, as a DEA does when the blob store has
+    /// it, else by compiling `wasm`.
+    pub async fn start(
+        config: &Config,
+        wasm: Vec<u8>,
+        kind: DropletKind,
+        precompiled: Option<Vec<u8>>,
+    ) -> anyhow::Result<Harness> {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
         let runtime = Runtime::new(config)?;
         let sha256 = format!("{:x}", Sha256::digest(&wasm));
         let size = wasm.len() as u64;
-        let kind = DropletKind::HttpComponent;
         let prepared = runtime
-            .prepare(&sha256, kind, async { None }, async { Ok(wasm) })
+            .prepare(&sha256, kind, async { precompiled }, async { Ok(wasm) })
             .await?;
 
         let request = StartRequest {

@@ -103,7 +103,13 @@ impl Stager {
             js_toolchain: config.js_toolchain.clone(),
             log: log.clone(),
         };
+        let build_started = Instant::now();
         let wasm_path = stager.build(&ctx).await?;
+        log.out(format!(
+            "-----> Build finished in {:.1}s",
+            build_started.elapsed().as_secs_f64()
+        ))
+        .await;
 
         let wasm_size = tokio::fs::metadata(&wasm_path)
             .await

@@ -4,13 +4,12 @@
 //! response.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 
-use super::command::{self, BuildRun};
+use super::command;
 use super::{BuildContext, Stager};
 
 /// The only variables the compiler inherits from the stager.
@@ -56,20 +55,7 @@ async fn build(ctx: &BuildContext) -> anyhow::Result<PathBuf> {
             names.join(" ")
         ))
         .await;
-    let started = Instant::now();
-    let BuildRun { status, tail } = command::run(clang, ctx, |line| Some(line.to_string())).await?;
-    if !status.success() {
-        bail!(
-            "the C build failed (clang {status}); the last lines of its output:\n{}",
-            tail.join("\n")
-        );
-    }
-    ctx.log
-        .out(format!(
-            "-----> Build finished in {:.1}s",
-            started.elapsed().as_secs_f64()
-        ))
-        .await;
+    command::run_step(clang, ctx, "the C build", command::show).await?;
     Ok(ctx.output.clone())
 }
 

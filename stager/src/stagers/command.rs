@@ -116,6 +116,33 @@ pub(crate) async fn run(
     }
 }
 
+/// Runs one build step that must succeed; on failure the message names the step and the tool's
+/// exit status, then quotes the last lines the tool printed (the compiler's error, usually).
+pub(crate) async fn run_step(
+    command: Command,
+    ctx: &BuildContext,
+    step: &str,
+    on_stdout: impl FnMut(&str) -> Option<String> + Send,
+) -> anyhow::Result<()> {
+    let tool = Path::new(command.as_std().get_program())
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let BuildRun { status, tail } = run(command, ctx, on_stdout).await?;
+    if !status.success() {
+        anyhow::bail!(
+            "{step} failed ({tool} {status}); the last lines of its output:\n{}",
+            tail.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// Every line of output, shown as it is.
+pub(crate) fn show(line: &str) -> Option<String> {
+    Some(line.to_string())
+}
+
 /// Sets the build's resource limits in the child before it runs the tool. Limits are per
 /// process: CPU time allows every core for the whole wall-clock limit (the timeout is the real
 /// bound; this stops a runaway that escaped the process group), memory is `RLIMIT_DATA`

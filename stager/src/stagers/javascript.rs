@@ -4,7 +4,6 @@
 //! refused with a message saying so rather than failing later on an unresolved import.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use futures::FutureExt as _;
@@ -12,7 +11,7 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 
 use super::assets::{JS_BUILD, JS_WIT};
-use super::command::{self, BuildRun};
+use super::command;
 use super::{BuildContext, Stager};
 
 /// The variables node inherits.
@@ -54,20 +53,7 @@ async fn build(ctx: &BuildContext) -> anyhow::Result<PathBuf> {
     ctx.log
         .out(format!("-----> Running componentize-js on {entry}"))
         .await;
-    let started = Instant::now();
-    let BuildRun { status, tail } = command::run(node, ctx, |line| Some(line.to_string())).await?;
-    if !status.success() {
-        bail!(
-            "the JavaScript build failed (componentize-js {status}); the last lines of its output:\n{}",
-            tail.join("\n")
-        );
-    }
-    ctx.log
-        .out(format!(
-            "-----> Build finished in {:.1}s",
-            started.elapsed().as_secs_f64()
-        ))
-        .await;
+    command::run_step(node, ctx, "the JavaScript build", command::show).await?;
     Ok(ctx.output.clone())
 }
 

@@ -4,7 +4,6 @@
 //! hash, so a restage with the same requirements reuses them) and bundled.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use futures::FutureExt as _;
@@ -12,7 +11,7 @@ use futures::future::BoxFuture;
 use sha2::{Digest as _, Sha256};
 
 use super::assets::PYTHON_WIT;
-use super::command::{self, BuildRun};
+use super::command;
 use super::{BuildContext, Stager};
 
 /// The world the app implements (wasmtime 48's WASI 0.2.12).
@@ -46,7 +45,6 @@ async fn build(ctx: &BuildContext) -> anyhow::Result<PathBuf> {
             "a Python app needs an app.py defining class IncomingHandler at the top of the package"
         );
     }
-    let started = Instant::now();
     let packages = install_requirements(ctx).await?;
     let isolated = empty_virtualenv(ctx).await?;
 
@@ -72,20 +70,7 @@ async fn build(ctx: &BuildContext) -> anyhow::Result<PathBuf> {
             "-----> Running componentize-py ({WORLD}, CPython {GUEST_PYTHON})"
         ))
         .await;
-    let BuildRun { status, tail } =
-        command::run(componentize, ctx, |line| Some(line.to_string())).await?;
-    if !status.success() {
-        bail!(
-            "the Python build failed (componentize-py {status}); the last lines of its output:\n{}",
-            tail.join("\n")
-        );
-    }
-    ctx.log
-        .out(format!(
-            "-----> Build finished in {:.1}s",
-            started.elapsed().as_secs_f64()
-        ))
-        .await;
+    command::run_step(componentize, ctx, "the Python build", command::show).await?;
     Ok(ctx.output.clone())
 }
 
@@ -132,14 +117,13 @@ async fn install_requirements(ctx: &BuildContext) -> anyhow::Result<Option<PathB
     ctx.log
         .out("-----> Installing requirements.txt (pure-Python wheels)")
         .await;
-    let BuildRun { status, tail } = command::run(pip, ctx, |line| Some(line.to_string())).await?;
-    if !status.success() {
-        bail!(
-            "installing requirements.txt failed (pip {status}); only pure-Python packages \
-             with wheels can be bundled. The last lines of its output:\n{}",
-            tail.join("\n")
-        );
-    }
+    command::run_step(
+        pip,
+        ctx,
+        "installing requirements.txt (only pure-Python packages with wheels can be bundled)",
+        command::show,
+    )
+    .await?;
     tokio::fs::write(target.join(".complete"), b"")
         .await
         .context("failed to mark the packages installed")?;

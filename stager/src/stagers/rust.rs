@@ -4,14 +4,13 @@
 //! validation turns into a component). Commands are served the WAGI way.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::command::{self, BuildRun};
+use super::command;
 use super::{BuildContext, Stager};
 
 /// The target built unless the crate's `.cargo/config.toml` names another.
@@ -65,29 +64,18 @@ async fn build(ctx: &BuildContext) -> anyhow::Result<PathBuf> {
         ))
         .await;
 
-    let started = Instant::now();
     let mut artifacts = Vec::new();
-    let BuildRun { status, tail } = command::run(cargo, ctx, |line| match parse_line(line) {
-        Line::Artifacts(paths) => {
-            artifacts.extend(paths);
-            None
+    command::run_step(cargo, ctx, "the Rust build", |line| {
+        match parse_line(line) {
+            Line::Artifacts(paths) => {
+                artifacts.extend(paths);
+                None
+            }
+            Line::OtherMessage => None,
+            Line::Text => Some(line.to_string()),
         }
-        Line::OtherMessage => None,
-        Line::Text => Some(line.to_string()),
     })
     .await?;
-    if !status.success() {
-        bail!(
-            "the Rust build failed (cargo {status}); the last lines of its output:\n{}",
-            tail.join("\n")
-        );
-    }
-    ctx.log
-        .out(format!(
-            "-----> Build finished in {:.1}s",
-            started.elapsed().as_secs_f64()
-        ))
-        .await;
     single_wasm(artifacts)
 }
 
