@@ -130,6 +130,7 @@ mod tests {
                 instance(app, v1, 1, InstanceState::Starting),
                 instance(app, v2, 0, InstanceState::Running),
             ],
+            evacuating: false,
         });
         assert_eq!(actual.running_count(app, v1), 1);
         assert_eq!(actual.instances_of(app).len(), 3);
@@ -143,10 +144,12 @@ mod tests {
         actual.record_heartbeat(DeaHeartbeat {
             dea: "a".into(),
             droplets: vec![instance(app, v, 0, InstanceState::Running)],
+            evacuating: false,
         });
         actual.record_heartbeat(DeaHeartbeat {
             dea: "a".into(),
             droplets: vec![],
+            evacuating: false,
         });
         assert!(actual.instances_of(app).is_empty());
     }

@@ -1,8 +1,8 @@
 //! Placement: which DEA gets the next instance of an app.
 //!
 //! Cloud Foundry v1 spread an app's instances: prefer the DEA running the fewest instances of
-//! that app, then the one with the most free memory. A DEA without room, or that does not run
-//! the droplet's kind (its `stacks`), is never chosen.
+//! that app, then the one with the most free memory. A DEA without room, one that does not run
+//! the droplet's kind (its `stacks`) or one that is evacuating is never chosen.
 
 use std::collections::HashMap;
 
@@ -20,7 +20,7 @@ pub fn choose(
     placed: &HashMap<String, u32>,
 ) -> Option<String> {
     deas.iter()
-        .filter(|dea| dea.available_memory >= memory_mb && runs(dea, kind))
+        .filter(|dea| !dea.evacuating && dea.available_memory >= memory_mb && runs(dea, kind))
         .min_by_key(|dea| {
             let here = dea.app_id_to_count.get(&app_id).copied().unwrap_or(0)
                 + placed.get(&dea.id).copied().unwrap_or(0);
@@ -54,6 +54,7 @@ mod tests {
             available_memory: free,
             app_id_to_count: HashMap::from([(app, count)]),
             stacks: vec!["http-component".into(), "wagi".into()],
+            evacuating: false,
         }
     }
 

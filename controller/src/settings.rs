@@ -171,7 +171,7 @@ mod tests {
             ..update()
         };
         assert_eq!(validate(&request), Ok(()));
-        let mut app = AppRecord::new("a".into(), &Config::new("test", 80));
+        let mut app = crate::record::new_app("a".into(), &Config::new("test", 80));
         apply(&mut app, &request);
         assert_eq!(
             (app.instances, app.limits.memory_mb, app.limits.fuel),

@@ -6,14 +6,10 @@ use async_nats::jetstream::{self, kv, object_store};
 use futures::{StreamExt as _, TryStreamExt as _};
 use nimbus_protocol::droplet::BLOB_STORE;
 use nimbus_protocol::messages::{AppEvent, LogMessage};
+use nimbus_protocol::state::{APP_NAMES_BUCKET, APPS_BUCKET, AppRecord, TOKENS_BUCKET};
 use nimbus_protocol::subjects;
 use uuid::Uuid;
 
-use crate::record::AppRecord;
-
-const APPS: &str = "nimbus-apps";
-const APP_NAMES: &str = "nimbus-app-names";
-const TOKENS: &str = "nimbus-tokens";
 const LOGS_STREAM: &str = "NIMBUS_LOGS";
 const EVENTS_STREAM: &str = "NIMBUS_EVENTS";
 /// Lines kept per app for `nimbus logs --recent`.
@@ -53,15 +49,15 @@ impl Store {
             ..Default::default()
         };
         let apps = js
-            .create_key_value(bucket(APPS))
+            .create_key_value(bucket(APPS_BUCKET))
             .await
             .context("failed to open the apps bucket")?;
         let names = js
-            .create_key_value(bucket(APP_NAMES))
+            .create_key_value(bucket(APP_NAMES_BUCKET))
             .await
             .context("failed to open the app-names bucket")?;
         let tokens = js
-            .create_key_value(bucket(TOKENS))
+            .create_key_value(bucket(TOKENS_BUCKET))
             .await
             .context("failed to open the tokens bucket")?;
         let blobs = js

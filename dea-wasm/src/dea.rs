@@ -2,6 +2,7 @@
 //! itself, shut down. [`crate::agent`] feeds it from the bus.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context as _, bail};
 use nimbus_bus::Registrar;
@@ -39,6 +40,8 @@ pub(crate) struct Dea {
     table: Table,
     /// The DEA-wide request cap, shared by every instance's admission.
     requests: Arc<Semaphore>,
+    /// Set once the DEA is leaving: it takes no new instances and asks for replacements.
+    evacuating: AtomicBool,
 }
 
 impl Dea {
@@ -56,6 +59,7 @@ impl Dea {
             registrar,
             runtime,
             table: Table::default(),
+            evacuating: AtomicBool::new(false),
         })
     }
 
@@ -207,13 +211,21 @@ impl Dea {
         tracing::info!(instance_id = %slot.instance_id, ?reason, "instance stopped");
     }
 
+    pub(crate) fn is_evacuating(&self) -> bool {
+        self.evacuating.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn advertisement(&self) -> DeaAdvertise {
-        self.table.advertise(&self.config.id, self.config.memory_mb)
+        self.table
+            .advertise(&self.config.id, self.config.memory_mb, self.is_evacuating())
     }
 
     pub(crate) fn heartbeat(&self) -> DeaHeartbeat {
-        self.table
-            .heartbeat(&self.config.id, &self.config.host.to_string())
+        self.table.heartbeat(
+            &self.config.id,
+            &self.config.host.to_string(),
+            self.is_evacuating(),
+        )
     }
 
     /// Unregisters every route, stops every instance (reporting DEA_SHUTDOWN) and the ticker.

@@ -119,7 +119,12 @@ impl Table {
         inner.slots.drain().map(|(_, slot)| slot).collect()
     }
 
-    pub(crate) fn advertise(&self, dea_id: &str, capacity_mb: u64) -> DeaAdvertise {
+    pub(crate) fn advertise(
+        &self,
+        dea_id: &str,
+        capacity_mb: u64,
+        evacuating: bool,
+    ) -> DeaAdvertise {
         let inner = self.lock();
         let mut app_id_to_count = HashMap::new();
         for slot in inner.slots.values() {
@@ -130,10 +135,11 @@ impl Table {
             available_memory: available(&inner, capacity_mb),
             app_id_to_count,
             stacks: STACKS.iter().map(|s| s.to_string()).collect(),
+            evacuating,
         }
     }
 
-    pub(crate) fn heartbeat(&self, dea_id: &str, host: &str) -> DeaHeartbeat {
+    pub(crate) fn heartbeat(&self, dea_id: &str, host: &str, evacuating: bool) -> DeaHeartbeat {
         let inner = self.lock();
         let droplets = inner
             .slots
@@ -153,6 +159,7 @@ impl Table {
         DeaHeartbeat {
             dea: dea_id.to_string(),
             droplets,
+            evacuating,
         }
     }
 }
@@ -205,7 +212,7 @@ mod tests {
         table
             .reserve(Uuid::new_v4(), request(app, 1, 200), 1000)
             .unwrap();
-        let advert = table.advertise("d", 1000);
+        let advert = table.advertise("d", 1000, false);
         assert_eq!(advert.available_memory, 700);
         assert_eq!(advert.app_id_to_count[&app], 2);
         assert_eq!(advert.stacks, ["http-component", "wagi"]);
@@ -256,7 +263,7 @@ mod tests {
         assert_eq!(taken.len(), 1);
         assert_eq!(taken[0].request.app_id, app);
         assert_eq!(taken[0].request.index, 0);
-        let heartbeat = table.heartbeat("d", "127.0.0.1");
+        let heartbeat = table.heartbeat("d", "127.0.0.1", false);
         assert_eq!(heartbeat.droplets.len(), 2);
         assert!(
             heartbeat

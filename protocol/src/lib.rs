@@ -6,7 +6,8 @@
 //! - [`subjects`] builds every subject (no `format!` of subjects anywhere else);
 //! - [`messages`] holds the NATS bodies (Cloud Foundry v1 names and fields);
 //! - [`api`] holds the REST API's request and response bodies;
-//! - [`droplet`] describes a staged droplet and the limits an app runs under.
+//! - [`droplet`] describes a staged droplet and the limits an app runs under;
+//! - [`state`] is desired state as JetStream stores it (buckets and the app record).
 //!
 //! All bodies are JSON; [`encode`] and [`decode`] are the only (de)serialisers components use, so
 //! a malformed message always becomes a [`DecodeError`], never a panic.
@@ -14,6 +15,7 @@
 pub mod api;
 pub mod droplet;
 pub mod messages;
+pub mod state;
 pub mod subjects;
 
 pub use droplet::{DropletKind, DropletManifest, Limits};

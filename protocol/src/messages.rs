@@ -19,6 +19,9 @@ pub struct DeaAdvertise {
     /// Droplet kinds this DEA can run.
     #[serde(default)]
     pub stacks: Vec<String>,
+    /// The DEA is leaving (`DEA_EVACUATION`): place nothing new on it.
+    #[serde(default)]
+    pub evacuating: bool,
 }
 
 /// `dea.<id>.start`: start one instance of an app (request; the DEA replies [`StartReply`]).
@@ -106,6 +109,9 @@ pub struct InstanceHeartbeat {
 pub struct DeaHeartbeat {
     pub dea: String,
     pub droplets: Vec<InstanceHeartbeat>,
+    /// The DEA is leaving: its instances still serve, but need replacements elsewhere.
+    #[serde(default)]
+    pub evacuating: bool,
 }
 
 /// Why an instance exited.
@@ -130,6 +136,74 @@ pub struct DropletExited {
     pub exit_status: Option<i32>,
     #[serde(default)]
     pub exit_description: String,
+}
+
+/// `cloudcontrollers.hm.requests`: what the health manager asks a controller to do. A
+/// controller acts only if the app is still at `version` (desired state may have moved on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HmRequest {
+    /// Place and start these indices.
+    Start {
+        app_id: Uuid,
+        version: Uuid,
+        indices: Vec<u32>,
+    },
+    /// Stop these instances (extra, duplicate, stale-version or of a deleted app).
+    Stop {
+        app_id: Uuid,
+        instance_ids: Vec<Uuid>,
+    },
+}
+
+/// An instance's health as the health manager judges it (`nimbus app` shows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Health {
+    Starting,
+    Running,
+    /// Crashed and about to be restarted.
+    Crashed,
+    /// Crashed repeatedly: restarts wait an exponentially growing back-off.
+    Flapping,
+    /// Desired but not running, and not crashed (e.g. its DEA was lost; being replaced).
+    Down,
+}
+
+/// `healthmanager.health` (request): the health of these apps' instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthRequest {
+    pub app_ids: Vec<Uuid>,
+}
+
+/// One index of an app in a [`HealthReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexHealth {
+    pub index: u32,
+    pub health: Health,
+    /// Crashes since the last quiet period.
+    pub crash_count: u32,
+    /// Why it last crashed.
+    #[serde(default)]
+    pub last_crash: Option<String>,
+    /// When a flapping index will be restarted (ms since the Unix epoch).
+    #[serde(default)]
+    pub restart_at: Option<u64>,
+}
+
+/// One app in a [`HealthReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppHealth {
+    pub app_id: Uuid,
+    /// Instances of the current version running now.
+    pub running: u32,
+    pub indices: Vec<IndexHealth>,
+}
+
+/// The health manager's answer to a [`HealthRequest`]; apps it does not know are left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReply {
+    pub apps: Vec<AppHealth>,
 }
 
 /// `router.register` / `router.unregister`: one endpoint serving some hosts.
@@ -266,6 +340,7 @@ mod tests {
             available_memory: 1024,
             app_id_to_count: HashMap::from([(app_id, 2)]),
             stacks: vec!["http-component".into()],
+            evacuating: false,
         });
         round_trip(StartRequest {
             app_id,
@@ -303,6 +378,32 @@ mod tests {
                 state_timestamp: 7,
                 host: "127.0.0.1".into(),
                 port: 4000,
+            }],
+            evacuating: true,
+        });
+        round_trip(HmRequest::Start {
+            app_id,
+            version: Uuid::new_v4(),
+            indices: vec![0, 2],
+        });
+        round_trip(HmRequest::Stop {
+            app_id,
+            instance_ids: vec![Uuid::new_v4()],
+        });
+        round_trip(HealthRequest {
+            app_ids: vec![app_id],
+        });
+        round_trip(HealthReply {
+            apps: vec![AppHealth {
+                app_id,
+                running: 1,
+                indices: vec![IndexHealth {
+                    index: 1,
+                    health: Health::Flapping,
+                    crash_count: 4,
+                    last_crash: Some("instantiation failed".into()),
+                    restart_at: Some(9),
+                }],
             }],
         });
         round_trip(DropletExited {
@@ -347,6 +448,20 @@ mod tests {
             timestamp: 1,
             message: "hi".into(),
         });
+    }
+
+    #[test]
+    fn health_manager_requests_use_cloud_foundry_ops() {
+        let start = HmRequest::Start {
+            app_id: Uuid::nil(),
+            version: Uuid::nil(),
+            indices: vec![1],
+        };
+        assert!(
+            String::from_utf8(encode(&start))
+                .unwrap()
+                .contains("\"op\":\"START\"")
+        );
     }
 
     #[test]

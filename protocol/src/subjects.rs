@@ -12,6 +12,14 @@ pub const DEA_STOP: &str = "dea.stop";
 pub const DEA_HEARTBEAT: &str = "dea.heartbeat";
 /// An instance stopped or crashed.
 pub const DROPLET_EXITED: &str = "droplet.exited";
+/// The health manager's start and stop requests; one controller of the queue group takes each.
+pub const HM_REQUESTS: &str = "cloudcontrollers.hm.requests";
+/// The queue group controllers join on [`HM_REQUESTS`].
+pub const CONTROLLERS_QUEUE: &str = "cloudcontrollers";
+/// A health manager starting up; DEAs heartbeat at once.
+pub const HEALTHMANAGER_START: &str = "healthmanager.start";
+/// Asks the health manager how apps' instances are doing (request/reply).
+pub const HEALTHMANAGER_HEALTH: &str = "healthmanager.health";
 /// Adds an endpoint to the routers' tables.
 pub const ROUTER_REGISTER: &str = "router.register";
 /// Removes an endpoint from the routers' tables.

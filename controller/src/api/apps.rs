@@ -9,7 +9,7 @@ use nimbus_protocol::messages::{AppEvent, LogMessage, StopRequest};
 use nimbus_protocol::subjects;
 
 use super::{ApiError, Ctx};
-use crate::record::AppRecord;
+use crate::record::{self, AppRecord};
 use crate::settings;
 
 pub async fn list(State(ctx): State<Ctx>) -> Result<Json<Vec<App>>, ApiError> {
@@ -25,7 +25,7 @@ pub async fn create(
     api::validate_app_name(&request.name).map_err(ApiError::bad_request)?;
     let requested = request.settings();
     validate(&requested)?;
-    let mut app = AppRecord::new(request.name, &ctx.config);
+    let mut app = record::new_app(request.name, &ctx.config);
     settings::apply(&mut app, &requested);
     ctx.store.create_app(&app).await?;
     tracing::info!(app = %app.name, id = %app.id, "app created");
@@ -171,5 +171,9 @@ async fn stop_all(ctx: &Ctx, app: &AppRecord) {
 }
 
 pub(super) fn view(ctx: &Ctx, app: &AppRecord) -> App {
-    app.to_api(ctx.actual.running_count(app.id, app.version), &ctx.config)
+    record::to_api(
+        app,
+        ctx.actual.running_count(app.id, app.version),
+        &ctx.config,
+    )
 }
