@@ -12,13 +12,17 @@ mod registrar;
 mod server;
 
 pub use registrar::Registrar;
-pub use server::{NATS_SERVER_ENV, NatsServer, ServerOptions, free_port, write_private};
+pub use server::{
+    NATS_SERVER_ENV, NatsServer, PID_FILE, ServerOptions, SupervisedServer, free_port,
+    write_private,
+};
 
 use anyhow::Context as _;
 use serde::{Serialize, de::DeserializeOwned};
 
-/// Where the NATS server is and how to authenticate to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the NATS server is and how to authenticate to it. `nimbus up` writes it to its data
+/// directory so components started later on the same machine can join.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NatsConfig {
     /// e.g. `nats://127.0.0.1:4222`
     pub url: String,

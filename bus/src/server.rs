@@ -12,6 +12,8 @@ use crate::NatsConfig;
 
 /// Environment variable naming the `nats-server` binary when it is not on `PATH`.
 pub const NATS_SERVER_ENV: &str = "NIMBUS_NATS_SERVER";
+/// The file in the server's data directory holding its process id.
+pub const PID_FILE: &str = "nats-server.pid";
 
 /// How to run the server.
 #[derive(Debug, Clone)]
@@ -79,6 +81,21 @@ impl NatsServer {
         &self.config
     }
 
+    /// Completes when the server process exits (it should not, until stopped).
+    pub async fn exited(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait().await
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.config
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Stops the server gracefully (SIGTERM lets JetStream flush), killing it if it lingers.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
@@ -121,13 +138,92 @@ impl NatsServer {
     }
 }
 
-/// The server's config: loopback only, JetStream under the data dir, one user, no anonymous access.
+/// A `nats-server` started again whenever it exits, on the same port and store, until stopped:
+/// the micro cloud's bus outlives a crash of its server (components reconnect by themselves).
+pub struct SupervisedServer {
+    config: NatsConfig,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Pause between attempts to start a server that exited.
+const RESTART_PAUSE: Duration = Duration::from_millis(200);
+
+impl SupervisedServer {
+    /// Starts the server (as [`NatsServer::start`]) and keeps it running.
+    pub async fn start(options: ServerOptions) -> anyhow::Result<SupervisedServer> {
+        let server = NatsServer::start(options.clone()).await?;
+        let options = ServerOptions {
+            port: server.port(),
+            ..options
+        };
+        let config = server.config().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(supervise(server, options, stopped));
+        Ok(SupervisedServer {
+            config,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// How components connect to the server.
+    pub fn config(&self) -> &NatsConfig {
+        &self.config
+    }
+
+    /// Stops the server for good (gracefully, as [`NatsServer::stop`]).
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+async fn supervise(
+    mut server: NatsServer,
+    options: ServerOptions,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = &mut stopped => {
+                server.stop().await;
+                return;
+            }
+            status = server.exited() => {
+                tracing::warn!(?status, "nats-server exited; starting it again");
+            }
+        }
+        server = loop {
+            match NatsServer::start(options.clone()).await {
+                Ok(server) => {
+                    tracing::info!(url = %server.config().url, "nats-server is back");
+                    break server;
+                }
+                Err(error) => {
+                    tracing::warn!(error = format!("{error:#}"), "nats-server did not start")
+                }
+            }
+            tokio::select! {
+                _ = &mut stopped => return,
+                _ = tokio::time::sleep(RESTART_PAUSE) => {}
+            }
+        };
+    }
+}
+
+/// The server's config: loopback only, JetStream under the data dir, one user, no anonymous
+/// access, and its pid in `nats-server.pid` (so an operator, or a test, can find it).
 fn server_config(options: &ServerOptions, port: u16) -> String {
     let store = options.data_dir.join("jetstream");
+    let pid_file = options.data_dir.join(PID_FILE);
     format!(
         "listen: \"127.0.0.1:{port}\"\n\
          server_name: nimbus\n\
          max_payload: 8MB\n\
+         pid_file: {pid_file:?}\n\
          jetstream {{\n  store_dir: {store:?}\n}}\n\
          authorization {{\n  users: [ {{ user: {user:?}, password: {password:?} }} ]\n}}\n",
         user = options.user,

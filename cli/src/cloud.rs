@@ -1,5 +1,7 @@
-//! The micro cloud behind `nimbus up`: a `nats-server` child process and every component in
-//! this one process, each with its own NATS connection exactly as if it ran on its own host.
+//! The micro cloud behind `nimbus up`: a `nats-server` child process (started again if it
+//! dies) and every component in this one process, each with its own NATS connection exactly as
+//! if it ran on its own host. The data directory holds `nats.json`, how to reach that NATS, so
+//! `nimbus dea --data-dir DIR` (and `router`, `health-manager`) can join from other processes.
 
 use std::path::{Path, PathBuf};
 
@@ -19,7 +21,14 @@ pub struct CloudConfig {
     pub fuel_metering: bool,
     /// Whether apps may reach private addresses their allow-list names.
     pub allow_private_egress: bool,
+    /// Run a DEA in this process (off: DEAs join with `nimbus dea --data-dir`).
+    pub dea: bool,
+    /// Run a health manager in this process.
+    pub health_manager: bool,
 }
+
+/// The file in the data directory that says how to reach the cloud's NATS.
+pub const NATS_FILE: &str = "nats.json";
 
 /// Secrets generated on first start and kept in the data directory (mode 0600).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,17 +40,18 @@ pub struct Credentials {
 
 /// A running micro cloud.
 pub struct Cloud {
-    nats: nimbus_bus::NatsServer,
+    nats: nimbus_bus::SupervisedServer,
     router: nimbus_router::Handle,
     stager: nimbus_stager::Handle,
-    dea: nimbus_dea_wasm::Handle,
+    dea: Option<nimbus_dea_wasm::Handle>,
     controller: nimbus_controller::Handle,
+    health_manager: Option<nimbus_health_manager::Handle>,
     pub credentials: Credentials,
     pub api_url: String,
 }
 
 impl Cloud {
-    /// Starts NATS, then the router, stager, DEA and controller.
+    /// Starts NATS, then the router, stager, DEA, controller and health manager.
     pub async fn start(config: &CloudConfig) -> anyhow::Result<Cloud> {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!(
@@ -50,13 +60,17 @@ impl Cloud {
             )
         })?;
         let credentials = load_or_create_credentials(&config.data_dir)?;
-        let nats = nimbus_bus::NatsServer::start(nimbus_bus::ServerOptions {
+        let nats = nimbus_bus::SupervisedServer::start(nimbus_bus::ServerOptions {
             data_dir: config.data_dir.join("nats"),
             port: config.nats_port,
             user: credentials.nats_user.clone(),
             password: credentials.nats_password.clone(),
         })
         .await?;
+        nimbus_bus::write_private(
+            &config.data_dir.join(NATS_FILE),
+            &serde_json::to_vec_pretty(nats.config())?,
+        )?;
         let connect = |name: &'static str| nimbus_bus::connect(nats.config(), name);
 
         let router_config = nimbus_router::Config {
@@ -76,19 +90,33 @@ impl Cloud {
         if !config.fuel_metering {
             tracing::warn!("fuel metering is off: apps' fuel limits are not enforced");
         }
-        let dea = nimbus_dea_wasm::start(dea_config, connect("dea").await?).await?;
+        let dea = match config.dea {
+            true => Some(nimbus_dea_wasm::start(dea_config, connect("dea").await?).await?),
+            false => None,
+        };
         let mut controller_config =
             nimbus_controller::Config::new(config.domain.clone(), router.local_addr().port());
         controller_config.admin_token = Some(credentials.admin_token.clone());
         let api_url = controller_config.url_of(&controller_config.api_host());
         let controller =
             nimbus_controller::start(controller_config, connect("controller").await?).await?;
+        let health_manager = match config.health_manager {
+            true => Some(
+                nimbus_health_manager::start(
+                    nimbus_health_manager::Config::default(),
+                    connect("health-manager").await?,
+                )
+                .await?,
+            ),
+            false => None,
+        };
         Ok(Cloud {
             nats,
             router,
             stager,
             dea,
             controller,
+            health_manager,
             credentials,
             api_url,
         })
@@ -99,10 +127,16 @@ impl Cloud {
         &self.nats.config().url
     }
 
-    /// Stops in the order that loses nothing: instances unregister before the router goes, and
-    /// NATS goes last so everyone can say goodbye.
+    /// Stops in the order that loses nothing: the health manager first (so nothing is
+    /// "repaired" as the cloud goes), instances unregister before the router goes, and NATS
+    /// goes last so everyone can say goodbye.
     pub async fn shutdown(self) {
-        self.dea.shutdown().await;
+        if let Some(health_manager) = self.health_manager {
+            health_manager.shutdown().await;
+        }
+        if let Some(dea) = self.dea {
+            dea.shutdown().await;
+        }
         self.controller.shutdown().await;
         self.stager.shutdown().await;
         self.router.shutdown().await;

@@ -37,8 +37,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the micro cloud (NATS, controller, stager, DEA, router) until Ctrl-C.
+    /// Run the micro cloud (NATS, controller, stager, DEA, router, health manager) until Ctrl-C.
     Up(UpArgs),
+    /// Run a DEA that joins a cloud (`--data-dir` of a `nimbus up` here, or `--nats URL`);
+    /// SIGTERM evacuates it: its instances move to other DEAs before it leaves.
+    Dea(commands::join::DeaArgs),
+    /// Run a router that joins a cloud.
+    Router(commands::join::RouterArgs),
+    /// Run a health manager that joins a cloud (several may run; one leads).
+    HealthManager(commands::join::HealthManagerArgs),
     /// Create or update an app from a .wasm file or a source directory, and start it.
     ///
     /// Without NAME, pushes every app of the manifest (`-f`, else `manifest.yml` in PATH or here).
@@ -128,6 +135,12 @@ pub struct UpArgs {
     /// allow-list (off: such addresses are refused even when listed).
     #[arg(long, env = "NIMBUS_ALLOW_PRIVATE_EGRESS")]
     pub allow_private_egress: bool,
+    /// Run no DEA in this process: DEAs join with `nimbus dea --data-dir <this data dir>`.
+    #[arg(long)]
+    pub no_dea: bool,
+    /// Run no health manager in this process (join one with `nimbus health-manager`).
+    #[arg(long)]
+    pub no_health_manager: bool,
 }
 
 impl UpArgs {
@@ -141,6 +154,8 @@ impl UpArgs {
             nats_port: self.nats_port,
             fuel_metering: self.fuel_metering,
             allow_private_egress: self.allow_private_egress,
+            dea: !self.no_dea,
+            health_manager: !self.no_health_manager,
         }
     }
 }
@@ -148,12 +163,19 @@ impl UpArgs {
 /// Runs one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     use commands::*;
-    if let Command::Up(args) = cli.command {
-        return up::up(args.into_cloud_config()).await;
+    // Platform commands need no API; the rest are a user's commands against it.
+    match cli.command {
+        Command::Up(args) => return up::up(args.into_cloud_config()).await,
+        Command::Dea(args) => return join::dea(args).await,
+        Command::Router(args) => return join::router(args).await,
+        Command::HealthManager(args) => return join::health_manager(args).await,
+        _ => {}
     }
     let client = client::Client::new(config::CliConfig::load()?)?;
     match cli.command {
-        Command::Up(_) => unreachable!("handled above"),
+        Command::Up(_) | Command::Dea(_) | Command::Router(_) | Command::HealthManager(_) => {
+            unreachable!("handled above")
+        }
         Command::Push {
             name,
             path,

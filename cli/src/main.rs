@@ -15,13 +15,14 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-/// Component logs go to stderr; `RUST_LOG` tunes them (default: warnings, info for `nimbus up`).
+/// Component logs go to stderr; `RUST_LOG` tunes them (default: warnings, info for `nimbus up`
+/// and the other platform commands).
 fn init_tracing() {
-    let default = if std::env::args().nth(1).as_deref() == Some("up") {
-        "info"
-    } else {
-        "warn"
-    };
+    let component = matches!(
+        std::env::args().nth(1).as_deref(),
+        Some("up" | "dea" | "router" | "health-manager")
+    );
+    let default = if component { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

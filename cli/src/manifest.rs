@@ -11,6 +11,7 @@
 //!   max_concurrency: 16
 //!   max_body: 1M
 //!   allowed_outbound_hosts: [api.example.com]
+//!   health_check_http_endpoint: /health   # Cloud Foundry's health-check-http-endpoint works too
 //!   env: { GREETING: hi }
 //! ```
 
@@ -42,6 +43,8 @@ struct ManifestApp {
     max_concurrency: Option<u32>,
     max_body: Option<Scalar>,
     allowed_outbound_hosts: Option<Vec<String>>,
+    #[serde(alias = "health-check-http-endpoint")]
+    health_check_http_endpoint: Option<String>,
     env: Option<BTreeMap<String, Scalar>>,
 }
 
@@ -104,6 +107,7 @@ fn plan(app: ManifestApp, base: &Path) -> anyhow::Result<PlannedApp> {
         max_concurrency: app.max_concurrency,
         max_body_bytes: field(&app.max_body, parse_bytes, "max_body")?,
         allowed_outbound_hosts: app.allowed_outbound_hosts.clone(),
+        health_check_http_endpoint: app.health_check_http_endpoint.clone(),
         env: app
             .env
             .as_ref()

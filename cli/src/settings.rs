@@ -32,6 +32,10 @@ pub struct SettingsArgs {
     /// An environment variable for the app, NAME=VALUE; repeat for more.
     #[arg(short = 'e', long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
+    /// A path the DEA probes before routing to an instance and every few seconds after, e.g.
+    /// /health: anything but a 2xx crashes the instance ("" removes the check).
+    #[arg(long, value_name = "PATH")]
+    pub health_check_http_endpoint: Option<String>,
 }
 
 impl SettingsArgs {
@@ -46,6 +50,7 @@ impl SettingsArgs {
             max_body_bytes: self.max_body,
             allowed_outbound_hosts: non_empty(self.allowed_outbound_hosts.clone()),
             env: non_empty(self.env.clone()).map(|env| env.into_iter().collect::<BTreeMap<_, _>>()),
+            health_check_http_endpoint: self.health_check_http_endpoint.clone(),
         }
     }
 }
@@ -65,6 +70,9 @@ pub fn overlay(base: UpdateApp, over: UpdateApp) -> UpdateApp {
         max_body_bytes: over.max_body_bytes.or(base.max_body_bytes),
         allowed_outbound_hosts: over.allowed_outbound_hosts.or(base.allowed_outbound_hosts),
         env: over.env.or(base.env),
+        health_check_http_endpoint: over
+            .health_check_http_endpoint
+            .or(base.health_check_http_endpoint),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Actual state: what DEAs say they run (heartbeats) and can take (advertisements).
 //!
 //! It is soft state, rebuilt from the bus within seconds of a restart. Entries older than
-//! [`STALE_AFTER`] are ignored, so a DEA that vanished stops counting.
+//! [`STALE_AFTER`] are ignored, so a DEA that vanished stops counting as the health manager
+//! stops counting it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,14 +11,27 @@ use std::time::{Duration, Instant};
 use nimbus_protocol::messages::{DeaAdvertise, DeaHeartbeat, InstanceHeartbeat, InstanceState};
 use uuid::Uuid;
 
-/// A DEA that has been silent this long is considered gone.
-pub const STALE_AFTER: Duration = Duration::from_secs(5);
+/// A DEA that has been silent this long (three missed heartbeats) is considered gone.
+pub const STALE_AFTER: Duration = Duration::from_secs(3);
 
 /// One instance as a DEA reported it.
 #[derive(Debug, Clone)]
 pub struct Reported {
     pub dea: String,
+    /// Its DEA is leaving; the instance serves until a replacement runs elsewhere.
+    pub evacuating: bool,
     pub instance: InstanceHeartbeat,
+}
+
+impl Reported {
+    /// Whether it counts towards the app's instances: starting or running, on a DEA that stays.
+    pub fn counts(&self) -> bool {
+        !self.evacuating
+            && matches!(
+                self.instance.state,
+                InstanceState::Starting | InstanceState::Running
+            )
+    }
 }
 
 #[derive(Default)]
@@ -66,6 +80,7 @@ impl ActualState {
             .flat_map(|(_, hb)| {
                 hb.droplets.iter().map(|instance| Reported {
                     dea: hb.dea.clone(),
+                    evacuating: hb.evacuating,
                     instance: instance.clone(),
                 })
             })
@@ -78,6 +93,13 @@ impl ActualState {
             .iter()
             .filter(|r| r.instance.version == version && r.instance.state == InstanceState::Running)
             .count() as u32
+    }
+
+    /// Forgets a DEA that turned out to be gone before its heartbeats went stale.
+    pub fn forget_dea(&self, dea: &str) {
+        let mut inner = self.lock();
+        inner.heartbeats.remove(dea);
+        inner.adverts.remove(dea);
     }
 
     /// Advertisements of live DEAs.

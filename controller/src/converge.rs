@@ -1,9 +1,10 @@
-//! Convergence: makes actual state (DEA heartbeats) match desired state (the apps bucket).
+//! Convergence: starts and stops instances so that what DEAs run matches what an app asks for.
 //!
-//! Every interval, and at once when the API changes an app, each app is compared with what DEAs
-//! report: missing indices of the current version are placed, extra or orphaned instances are
-//! stopped, and old versions are stopped once the current one runs in full (a rolling update).
-//! Because desired state is durable, restarting the whole platform brings every started app back.
+//! Two things ask for it. The API, when it changes an app (push, scale, start, stop): the app is
+//! compared with the DEAs' heartbeats at once, as Cloud Foundry's controller did. And the health
+//! manager (`cloudcontrollers.hm.requests`), which watches every app all the time and asks for
+//! the starts and stops that repair it: after a crash (with its back-off), a lost DEA, an
+//! evacuation, or a restart of the whole platform. The controller owns placement in both cases.
 //!
 //! Nothing happens until the controller has listened to heartbeats for a while: acting on an
 //! empty view would place duplicates of instances that are running fine.
@@ -12,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use nimbus_protocol::messages::{InstanceState, StartReply, StartRequest, StopRequest};
+use nimbus_protocol::messages::{HmRequest, StartReply, StartRequest, StopRequest};
 use nimbus_protocol::subjects;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -25,8 +26,9 @@ use crate::store::Store;
 
 /// How long after boot the controller trusts its view of the DEAs (heartbeats come every second).
 const WARM_UP: Duration = Duration::from_millis(1500);
-/// How long a failed start keeps an index from being retried.
-const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+/// DEAs tried for one start before giving up (a DEA may vanish between its last heartbeat and
+/// the request).
+const PLACEMENT_ATTEMPTS: usize = 3;
 
 type Slot = (Uuid, Uuid, u32); // app, version, index
 
@@ -37,9 +39,10 @@ pub struct Converger {
     actual: ActualState,
     nats: async_nats::Client,
     config: Arc<Config>,
-    /// Starts in flight (or recently failed) that heartbeats do not show yet, with when to
-    /// stop waiting for them.
+    /// Starts in flight that heartbeats do not show yet, with when to stop waiting for them.
     pending: Arc<Mutex<HashMap<Slot, Instant>>>,
+    /// Apps the API changed since the last run.
+    dirty: Arc<Mutex<HashSet<Uuid>>>,
     kick: Arc<Notify>,
     booted: Instant,
 }
@@ -57,86 +60,111 @@ impl Converger {
             nats,
             config,
             pending: Arc::default(),
+            dirty: Arc::default(),
             kick: Arc::default(),
             booted: Instant::now(),
         }
     }
 
-    /// Asks for a pass now rather than at the next interval.
-    pub fn kick(&self) {
+    /// Asks for the app to be converged now: the API changed it.
+    pub fn kick(&self, app_id: Uuid) {
+        lock(&self.dirty).insert(app_id);
         self.kick.notify_one();
     }
 
-    /// Runs passes until the task is dropped.
+    /// Converges the apps the API changed, until the task is dropped.
     pub async fn run(self) {
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(self.config.converge_interval) => {}
-                _ = self.kick.notified() => {}
+            self.kick.notified().await;
+            if let Some(rest) = WARM_UP.checked_sub(self.booted.elapsed()) {
+                tokio::time::sleep(rest).await;
             }
-            if self.booted.elapsed() < WARM_UP {
-                continue;
-            }
-            if let Err(error) = self.pass().await {
-                tracing::warn!(%error, "convergence pass failed");
+            let apps: Vec<Uuid> = lock(&self.dirty).drain().collect();
+            for app_id in apps {
+                match self.store.app(app_id).await {
+                    Ok(Some((app, _))) => self.converge(&app).await,
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, %app_id, "failed to read an app to converge")
+                    }
+                }
             }
         }
     }
 
-    async fn pass(&self) -> anyhow::Result<()> {
-        let apps = self.store.apps().await?;
-        let known: HashSet<Uuid> = apps.iter().map(|a| a.id).collect();
-        let everything = self.actual.all_instances();
-        self.forget_settled_starts(&everything);
-
-        let mut placed = HashMap::new();
-        for app in &apps {
-            let mine: Vec<&Reported> = everything
-                .iter()
-                .filter(|r| r.instance.app_id == app.id && is_alive(r.instance.state))
-                .collect();
-            if app.should_run() {
-                self.start_missing(app, &mine, &mut placed).await;
-                self.stop_surplus(app, &mine).await;
-            } else if !mine.is_empty() {
+    /// Does what the health manager asks, if desired state still agrees: a start is for the
+    /// app's current version and an index it wants; a stop names instances of the app.
+    pub async fn handle(&self, request: HmRequest) {
+        match request {
+            HmRequest::Start {
+                app_id,
+                version,
+                indices,
+            } => {
+                let app = match self.store.app(app_id).await {
+                    Ok(Some((app, _))) => app,
+                    Ok(None) => return,
+                    Err(error) => {
+                        tracing::warn!(%error, %app_id, "failed to read an app to start");
+                        return;
+                    }
+                };
+                if !app.should_run() || app.version != version {
+                    tracing::debug!(app = %app.name, "ignoring a start for an outdated version");
+                    return;
+                }
+                let indices: Vec<u32> =
+                    indices.into_iter().filter(|i| *i < app.instances).collect();
+                let mine = self.alive_instances(app.id);
+                self.start_indices(&app, &indices, &mine);
+            }
+            HmRequest::Stop {
+                app_id,
+                instance_ids,
+            } => {
                 self.stop(StopRequest {
-                    app_id: app.id,
+                    app_id,
                     version: None,
                     indices: None,
-                    instance_ids: None,
+                    instance_ids: Some(instance_ids),
                 })
                 .await;
             }
         }
-        // Instances of deleted apps.
-        let orphans: HashSet<Uuid> = everything
-            .iter()
-            .map(|r| r.instance.app_id)
-            .filter(|id| !known.contains(id))
-            .collect();
-        for app_id in orphans {
+    }
+
+    /// Starts what the app lacks and stops what it has too much of.
+    async fn converge(&self, app: &AppRecord) {
+        let mine = self.alive_instances(app.id);
+        if app.should_run() {
+            let all: Vec<u32> = (0..app.instances).collect();
+            self.start_indices(app, &all, &mine);
+            self.stop_surplus(app, &mine).await;
+        } else if !mine.is_empty() {
             self.stop(StopRequest {
-                app_id,
+                app_id: app.id,
                 version: None,
                 indices: None,
                 instance_ids: None,
             })
             .await;
         }
-        Ok(())
     }
 
-    async fn start_missing(
-        &self,
-        app: &AppRecord,
-        mine: &[&Reported],
-        placed: &mut HashMap<String, u32>,
-    ) {
-        let deas = self.actual.live_deas();
-        let Some(kind) = app.droplet.as_ref().map(|droplet| droplet.kind) else {
-            return;
-        };
-        for index in 0..app.instances {
+    /// Instances of the app that count: running or starting, on DEAs that are not leaving.
+    fn alive_instances(&self, app_id: Uuid) -> Vec<Reported> {
+        let everything = self.actual.all_instances();
+        self.forget_settled_starts(&everything);
+        everything
+            .into_iter()
+            .filter(|r| r.instance.app_id == app_id && r.counts())
+            .collect()
+    }
+
+    /// Places and starts those of `indices` that no instance of the current version serves.
+    fn start_indices(&self, app: &AppRecord, indices: &[u32], mine: &[Reported]) {
+        let mut placed = HashMap::new();
+        for &index in indices {
             let slot = (app.id, app.version, index);
             let present = mine
                 .iter()
@@ -144,9 +172,7 @@ impl Converger {
             if present || self.pending().contains_key(&slot) {
                 continue;
             }
-            let Some(dea) = placement::choose(&deas, app.id, kind, app.limits.memory_mb, placed)
-            else {
-                tracing::warn!(app = %app.name, index, %kind, "no DEA can take this instance");
+            let Some(dea) = self.place(app, &placed, &[]) else {
                 continue;
             };
             *placed.entry(dea.clone()).or_default() += 1;
@@ -156,7 +182,28 @@ impl Converger {
         }
     }
 
-    async fn start(self, dea: String, app: AppRecord, index: u32) {
+    fn place(
+        &self,
+        app: &AppRecord,
+        placed: &HashMap<String, u32>,
+        excluded: &[String],
+    ) -> Option<String> {
+        let kind = app.droplet.as_ref()?.kind;
+        let deas: Vec<_> = self
+            .actual
+            .live_deas()
+            .into_iter()
+            .filter(|dea| !excluded.contains(&dea.id))
+            .collect();
+        let chosen = placement::choose(&deas, app.id, kind, app.limits.memory_mb, placed);
+        if chosen.is_none() {
+            tracing::warn!(app = %app.name, %kind, "no DEA can take an instance");
+        }
+        chosen
+    }
+
+    /// Sends the start, trying other DEAs when the chosen one has vanished.
+    async fn start(self, mut dea: String, app: AppRecord, index: u32) {
         let Some(droplet) = app.droplet.clone() else {
             return;
         };
@@ -170,26 +217,41 @@ impl Converger {
             limits: app.limits,
             env: app.env.clone(),
             allowed_outbound_hosts: app.allowed_outbound_hosts.clone(),
+            health_check_http_endpoint: app.health_check_http_endpoint.clone(),
         };
-        let sent = self
-            .nats
-            .send_request(
-                subjects::dea_start(&dea),
-                async_nats::Request::new()
-                    .payload(nimbus_protocol::encode(&request).into())
-                    .timeout(Some(self.config.start_timeout)),
-            )
-            .await;
-        let failure = match sent {
-            Ok(reply) => match nimbus_protocol::decode::<StartReply>(&reply.payload) {
-                Ok(StartReply::Started { instance_id }) => {
-                    tracing::info!(app = %app.name, index, %dea, %instance_id, "instance started");
-                    return;
+        let payload: bytes::Bytes = nimbus_protocol::encode(&request).into();
+        let mut tried = Vec::new();
+        let failure = loop {
+            let sent = self
+                .nats
+                .send_request(
+                    subjects::dea_start(&dea),
+                    async_nats::Request::new()
+                        .payload(payload.clone())
+                        .timeout(Some(self.config.start_timeout)),
+                )
+                .await;
+            match sent {
+                Ok(reply) => match nimbus_protocol::decode::<StartReply>(&reply.payload) {
+                    Ok(StartReply::Started { instance_id }) => {
+                        tracing::info!(app = %app.name, index, %dea, %instance_id, "instance started");
+                        return;
+                    }
+                    Ok(StartReply::Failed { message }) => break message,
+                    Err(e) => break e.to_string(),
+                },
+                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                    // The DEA is gone though its last heartbeat is recent: try another now.
+                    tracing::info!(app = %app.name, index, %dea, "DEA gone; placing elsewhere");
+                    self.actual.forget_dea(&dea);
+                    tried.push(dea.clone());
+                    match self.place(&app, &HashMap::new(), &tried) {
+                        Some(next) if tried.len() < PLACEMENT_ATTEMPTS => dea = next,
+                        _ => break format!("no DEA answered (tried {})", tried.join(", ")),
+                    }
                 }
-                Ok(StartReply::Failed { message }) => message,
-                Err(e) => e.to_string(),
-            },
-            Err(e) => format!("DEA {dea} did not answer: {e}"),
+                Err(e) => break format!("DEA {dea} did not answer: {e}"),
+            }
         };
         tracing::warn!(app = %app.name, index, %dea, %failure, "instance failed to start");
         nimbus_bus::log_line(
@@ -200,16 +262,13 @@ impl Converger {
             format!("instance {index} failed to start: {failure}"),
         )
         .await;
-        // Keep the slot pending a little so a broken droplet is not retried in a tight loop.
-        self.pending().insert(
-            (app.id, app.version, index),
-            Instant::now() + RETRY_AFTER_FAILURE,
-        );
+        // The health manager decides when to try again (its crash policy backs off).
+        self.pending().remove(&(app.id, app.version, index));
     }
 
     /// Stops indices beyond the desired count, duplicates, and old versions once the current
     /// version runs in full.
-    async fn stop_surplus(&self, app: &AppRecord, mine: &[&Reported]) {
+    async fn stop_surplus(&self, app: &AppRecord, mine: &[Reported]) {
         let mut surplus = Vec::new();
         let mut seen = HashSet::new();
         for r in mine.iter().filter(|r| r.instance.version == app.version) {
@@ -245,6 +304,7 @@ impl Converger {
     fn forget_settled_starts(&self, everything: &[Reported]) {
         let shown: HashSet<Slot> = everything
             .iter()
+            .filter(|r| r.counts())
             .map(|r| (r.instance.app_id, r.instance.version, r.instance.index))
             .collect();
         let now = Instant::now();
@@ -253,11 +313,11 @@ impl Converger {
     }
 
     fn pending(&self) -> MutexGuard<'_, HashMap<Slot, Instant>> {
-        // Poisoning means a panic elsewhere mid-insert; the map is still consistent.
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.pending)
     }
 }
 
-fn is_alive(state: InstanceState) -> bool {
-    matches!(state, InstanceState::Starting | InstanceState::Running)
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Poisoning means a panic elsewhere mid-insert; the collection is still consistent.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -4,8 +4,12 @@
 //!  CLI ──HTTP──▶ api/ ──▶ store (JetStream KV + Object Store)      desired state
 //!                 │  └──▶ staging ──NATS `staging`──▶ a stager
 //!                 └─────▶ converge ──NATS `dea.<id>.start`/`dea.stop`──▶ DEAs
+//!  health manager ──`cloudcontrollers.hm.requests`──▶ converge
 //!  DEAs ──`dea.heartbeat`/`dea.advertise`──▶ actual                actual state
 //! ```
+//!
+//! The controller starts and stops instances when the API changes an app; repairs (crashes,
+//! lost DEAs, restarts) are the health manager's to find, and it asks for them.
 //!
 //! The controller keeps no state of its own: desired state is in JetStream, actual state is
 //! rebuilt from heartbeats within seconds, so several controllers can run side by side. Its API
@@ -23,6 +27,7 @@ mod actual;
 mod api;
 mod config;
 mod converge;
+mod health;
 mod placement;
 mod record;
 mod settings;
@@ -34,7 +39,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
-use nimbus_protocol::messages::{DeaAdvertise, DeaHeartbeat, RouteRegistration};
+use nimbus_protocol::messages::{DeaAdvertise, DeaHeartbeat, HmRequest, RouteRegistration};
 use nimbus_protocol::subjects;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -80,6 +85,20 @@ pub async fn start(config: Config, nats: async_nats::Client) -> anyhow::Result<H
     let converger =
         converge::Converger::new(store.clone(), actual.clone(), nats.clone(), config.clone());
     tasks.push(tokio::spawn(converger.clone().run()));
+    // One controller of the group takes each of the health manager's requests.
+    let hm_requests = nats
+        .queue_subscribe(
+            subjects::HM_REQUESTS,
+            subjects::CONTROLLERS_QUEUE.to_string(),
+        )
+        .await?;
+    tasks.push(tokio::spawn(follow(hm_requests, {
+        let converger = converger.clone();
+        move |request: HmRequest| {
+            let converger = converger.clone();
+            tokio::spawn(async move { converger.handle(request).await });
+        }
+    })));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

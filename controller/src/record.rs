@@ -39,6 +39,7 @@ pub fn to_api(app: &AppRecord, running_instances: u32, config: &Config) -> App {
         limits: app.limits,
         allowed_outbound_hosts: app.allowed_outbound_hosts.clone(),
         env: app.env.iter().cloned().collect(),
+        health_check_http_endpoint: app.health_check_http_endpoint.clone(),
         urls: app.uris.iter().map(|host| config.url_of(host)).collect(),
         uris: app.uris.clone(),
         droplet: app.droplet.clone(),

@@ -16,6 +16,8 @@ pub const MAX_CONCURRENCY: u32 = 1000;
 pub const MAX_BODY_BYTES: u64 = 1 << 30;
 /// Most entries in an app's outbound allow-list.
 pub const MAX_OUTBOUND_HOSTS: usize = 32;
+/// Longest health-check path.
+pub const MAX_HEALTH_CHECK_LENGTH: usize = 1024;
 
 /// Rejects settings out of range, with a sentence saying what is allowed.
 pub fn validate(request: &UpdateApp) -> Result<(), String> {
@@ -67,7 +69,24 @@ pub fn validate(request: &UpdateApp) -> Result<(), String> {
             validate_env_name(name)?;
         }
     }
+    if let Some(endpoint) = &request.health_check_http_endpoint {
+        validate_health_check(endpoint)?;
+    }
     Ok(())
+}
+
+/// A path with an optional query (`/health`, `/status?deep=1`), or `""` for none.
+fn validate_health_check(endpoint: &str) -> Result<(), String> {
+    let is_path = endpoint.starts_with('/')
+        && endpoint.len() <= MAX_HEALTH_CHECK_LENGTH
+        && endpoint.parse::<axum::http::uri::PathAndQuery>().is_ok();
+    if endpoint.is_empty() || is_path {
+        Ok(())
+    } else {
+        Err(format!(
+            "{endpoint:?} is not a health-check endpoint: give a path such as /health"
+        ))
+    }
 }
 
 /// Environment names the app may set: not empty, no `=` or NUL, and not the platform's own.
@@ -149,6 +168,9 @@ pub fn apply(app: &mut AppRecord, request: &UpdateApp) {
     if let Some(env) = &request.env {
         app.env = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     }
+    if let Some(endpoint) = &request.health_check_http_endpoint {
+        app.health_check_http_endpoint = (!endpoint.is_empty()).then(|| endpoint.clone());
+    }
 }
 
 #[cfg(test)]
@@ -220,6 +242,27 @@ mod tests {
         ];
         for request in bad {
             assert!(validate(&request).is_err(), "{request:?} accepted");
+        }
+    }
+
+    #[test]
+    fn health_checks_are_paths_and_an_empty_one_removes_it() {
+        for bad in ["health", "/a b", "http://x/health"] {
+            let request = UpdateApp {
+                health_check_http_endpoint: Some(bad.into()),
+                ..update()
+            };
+            assert!(validate(&request).is_err(), "{bad:?} accepted");
+        }
+        let mut app = crate::record::new_app("a".into(), &Config::new("test", 80));
+        for (given, stored) in [("/health?deep=1", Some("/health?deep=1")), ("", None)] {
+            let request = UpdateApp {
+                health_check_http_endpoint: Some(given.into()),
+                ..update()
+            };
+            assert_eq!(validate(&request), Ok(()));
+            apply(&mut app, &request);
+            assert_eq!(app.health_check_http_endpoint.as_deref(), stored);
         }
     }
 

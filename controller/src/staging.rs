@@ -137,7 +137,7 @@ async fn record(
         .await;
     match result {
         Ok(Some(_)) => {
-            ctx.converger.kick();
+            ctx.converger.kick(app.id);
             StagingEvent::Staged {
                 droplet,
                 reused: false,

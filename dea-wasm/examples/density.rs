@@ -206,6 +206,7 @@ fn start_request(n: usize, droplet: DropletManifest) -> StartRequest {
         },
         env: vec![],
         allowed_outbound_hosts: vec![],
+        health_check_http_endpoint: None,
     }
 }
 

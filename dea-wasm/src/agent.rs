@@ -1,11 +1,13 @@
-//! The NATS adapter: subscribes to `dea.<id>.start`, `dea.stop` and `dea.locate`, decodes each
-//! message once and hands it to [`Dea`]; publishes `dea.advertise` and `dea.heartbeat` on a timer.
+//! The NATS adapter: subscribes to `dea.<id>.start`, `dea.stop`, `dea.locate` and
+//! `healthmanager.start`, decodes each message once and hands it to [`Dea`]; publishes
+//! `dea.advertise` and `dea.heartbeat` on a timer (and at once when asked or when its instances
+//! change).
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
-use nimbus_protocol::messages::{StartReply, StartRequest, StopRequest};
+use nimbus_protocol::messages::{ExitReason, StartReply, StartRequest, StopRequest};
 use nimbus_protocol::subjects;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -13,11 +15,13 @@ use tokio_util::sync::CancellationToken;
 use crate::compiled::CompileStats;
 use crate::config::Config;
 use crate::dea::Dea;
+use crate::evacuation;
 use crate::pool::Allocator;
 
 /// A running DEA. Call [`Handle::shutdown`] to stop it cleanly; dropping it only stops listening.
 pub struct Handle {
     dea: Arc<Dea>,
+    nats: async_nats::Client,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -40,14 +44,38 @@ impl Handle {
 
     /// Stops taking requests and heartbeating, unregisters every route, stops every instance
     /// (letting requests in flight finish) and reports each as `DEA_SHUTDOWN`.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
+        self.stop_with(ExitReason::DeaShutdown).await;
+    }
+
+    /// Leaves without failing a request: announces `DEA_EVACUATION`, keeps serving until every
+    /// instance runs on another DEA (or the configured timeout passes, no other DEA is there,
+    /// or `give_up` completes), then shuts down as [`Handle::shutdown`] does, reporting
+    /// `DEA_EVACUATION` for instances that were replaced.
+    pub async fn evacuate(self, give_up: impl std::future::Future<Output = ()>) {
+        tracing::info!(dea_id = %self.dea.config.id, "evacuating");
+        self.dea.begin_evacuation();
+        report(&self.dea, &self.nats).await;
+        let timeout = self.dea.config.evacuation_timeout;
+        let left = tokio::select! {
+            left = evacuation::wait_for_replacements(&self.dea, &self.nats, timeout) => left,
+            _ = give_up => self.dea.indices().len(),
+        };
+        let reason = match left {
+            0 => ExitReason::DeaEvacuation,
+            _ => ExitReason::DeaShutdown,
+        };
+        self.stop_with(reason).await;
+    }
+
+    async fn stop_with(mut self, reason: ExitReason) {
         self.stop.cancel();
         for task in self.tasks.drain(..) {
             if let Err(error) = task.await {
                 tracing::warn!(%error, "a DEA task failed");
             }
         }
-        self.dea.shutdown().await;
+        self.dea.shutdown(reason).await;
         tracing::info!(dea_id = %self.dea.config.id, "DEA stopped");
     }
 }
@@ -76,6 +104,10 @@ pub async fn start(config: Config, nats: async_nats::Client) -> anyhow::Result<H
         .subscribe(subjects::DEA_LOCATE)
         .await
         .context("failed to subscribe to dea.locate")?;
+    let health_managers = nats
+        .subscribe(subjects::HEALTHMANAGER_START)
+        .await
+        .context("failed to subscribe to healthmanager.start")?;
     // Requests sent right after we return must find our subscriptions.
     nats.flush()
         .await
@@ -98,10 +130,21 @@ pub async fn start(config: Config, nats: async_nats::Client) -> anyhow::Result<H
             locates,
             stop.clone(),
         )),
-        tokio::spawn(beat(dea.clone(), nats, stop.clone())),
+        tokio::spawn(serve_health_managers(
+            dea.clone(),
+            nats.clone(),
+            health_managers,
+            stop.clone(),
+        )),
+        tokio::spawn(beat(dea.clone(), nats.clone(), stop.clone())),
     ];
     tracing::info!(dea_id = %dea.config.id, "DEA started");
-    Ok(Handle { dea, stop, tasks })
+    Ok(Handle {
+        dea,
+        nats,
+        stop,
+        tasks,
+    })
 }
 
 /// Each start runs in its own task: a slow download must not hold up other apps.
@@ -165,6 +208,18 @@ async fn serve_locates(
 ) {
     while next(&mut locates, &stop).await.is_some() {
         advertise(&dea, &nats).await;
+    }
+}
+
+/// A health manager that just started wants every DEA's heartbeat now.
+async fn serve_health_managers(
+    dea: Arc<Dea>,
+    nats: async_nats::Client,
+    mut starts: async_nats::Subscriber,
+    stop: CancellationToken,
+) {
+    while next(&mut starts, &stop).await.is_some() {
+        report(&dea, &nats).await;
     }
 }
 

@@ -84,6 +84,7 @@ impl Harness {
             limits: Limits::default(),
             env: vec![],
             allowed_outbound_hosts: vec![],
+            health_check_http_endpoint: None,
         };
         let instance_id = Uuid::new_v4();
         let rates = LogRates {
@@ -98,6 +99,7 @@ impl Harness {
         // The same fields as `Dea::launch` fills in.
         let server = Arc::new(AppServer {
             prepared,
+            host: APP_HOST.into(),
             clock: runtime.clock().clone(),
             env: vcap::environment(&request, instance_id, FAKE_PORT),
             limits: request.limits,

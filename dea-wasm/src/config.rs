@@ -25,6 +25,12 @@ pub const DEFAULT_SCRATCH_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_LOG_LINES_PER_SECOND: u32 = 1000;
 /// Guest log bytes an instance may publish per second (also the burst).
 pub const DEFAULT_LOG_BYTES_PER_SECOND: u64 = 1024 * 1024;
+/// How often an instance's `health_check_http_endpoint` is probed once it runs.
+pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(3);
+/// Failed liveness probes in a row that crash an instance.
+pub const DEFAULT_HEALTH_CHECK_FAILURES: u32 = 3;
+/// How long an evacuating DEA waits for its instances' replacements before it leaves anyway.
+pub const DEFAULT_EVACUATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Configuration of one DEA.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +72,12 @@ pub struct Config {
     /// `allowed_outbound_hosts` lists the host. Off by default: those networks hold the DEA's
     /// own listeners, the bus and other tenants.
     pub allow_private_egress: bool,
+    /// See [`DEFAULT_HEALTH_CHECK_INTERVAL`].
+    pub health_check_interval: Duration,
+    /// See [`DEFAULT_HEALTH_CHECK_FAILURES`].
+    pub health_check_failures: u32,
+    /// See [`DEFAULT_EVACUATION_TIMEOUT`].
+    pub evacuation_timeout: Duration,
 }
 
 impl Config {
@@ -87,6 +99,9 @@ impl Config {
             log_lines_per_second: DEFAULT_LOG_LINES_PER_SECOND,
             log_bytes_per_second: DEFAULT_LOG_BYTES_PER_SECOND,
             allow_private_egress: false,
+            health_check_interval: DEFAULT_HEALTH_CHECK_INTERVAL,
+            health_check_failures: DEFAULT_HEALTH_CHECK_FAILURES,
+            evacuation_timeout: DEFAULT_EVACUATION_TIMEOUT,
         }
     }
 
@@ -108,8 +123,13 @@ impl Config {
                 self.id
             );
         }
-        if self.heartbeat_interval.is_zero() {
-            anyhow::bail!("the heartbeat interval must be greater than zero");
+        if self.heartbeat_interval.is_zero()
+            || self.health_check_interval.is_zero()
+            || self.health_check_failures == 0
+        {
+            anyhow::bail!(
+                "the heartbeat interval, health-check interval and health-check failures must be greater than zero"
+            );
         }
         if self.host.is_unspecified() {
             anyhow::bail!(

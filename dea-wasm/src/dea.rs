@@ -1,5 +1,11 @@
-//! The DEA's behaviour, free of NATS subscriptions: start an instance, stop instances, describe
-//! itself, shut down. [`crate::agent`] feeds it from the bus.
+//! The DEA's behaviour, free of NATS subscriptions: start an instance (checking that it is
+//! ready before routing to it, and that it stays healthy after), stop instances, describe
+//! itself, evacuate, shut down. [`crate::agent`] feeds it from the bus.
+//!
+//! An instance crashes when it cannot start (its droplet does not compile or instantiate, or
+//! its health check fails before it is routed) or when its liveness probes fail; each crash is
+//! a `droplet.exited` with reason CRASHED, a line in the app's log and an event, and the health
+//! manager decides when it restarts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context as _, bail};
 use nimbus_bus::Registrar;
 use nimbus_protocol::messages::{
-    DeaAdvertise, DeaHeartbeat, DropletExited, ExitReason, RouteRegistration, StartReply,
-    StartRequest, StopRequest,
+    AppEvent, DeaAdvertise, DeaHeartbeat, DropletExited, EventKind, ExitReason, LogStream,
+    RouteRegistration, StartReply, StartRequest, StopRequest,
 };
 use nimbus_protocol::subjects;
 use tokio::net::TcpListener;
@@ -26,9 +32,16 @@ use crate::instance::Instance;
 use crate::logs::{AppLog, LogRates};
 use crate::notices::Notices;
 use crate::pool::Allocator;
+use crate::probe;
 use crate::scratch::{self, Scratch};
 use crate::table::{Slot, Table};
 use crate::vcap;
+
+/// Why a start failed: refused before any work (not the app's fault), or the instance crashed.
+enum StartError {
+    Refused(anyhow::Error),
+    Crashed(String),
+}
 
 /// One DEA: its runtime, droplet cache, instances and route registrations.
 pub(crate) struct Dea {
@@ -73,22 +86,96 @@ impl Dea {
 
     /// Starts one instance; every failure becomes [`StartReply::Failed`] with a clear message.
     #[tracing::instrument(skip_all, fields(app_id = %request.app_id, index = request.index))]
-    pub(crate) async fn start(&self, request: StartRequest) -> StartReply {
+    pub(crate) async fn start(self: &Arc<Self>, request: StartRequest) -> StartReply {
         let instance_id = Uuid::new_v4();
-        match self.try_start(Arc::new(request), instance_id).await {
+        let request = Arc::new(request);
+        match self.try_start(&request, instance_id).await {
             Ok(()) => {
                 tracing::info!(%instance_id, "instance started");
                 StartReply::Started { instance_id }
             }
-            Err(error) => {
+            Err(StartError::Refused(error)) => {
                 let message = format!("{error:#}");
-                tracing::warn!(%instance_id, %message, "instance failed to start");
+                tracing::warn!(%instance_id, %message, "refused to start an instance");
                 StartReply::Failed { message }
+            }
+            Err(StartError::Crashed(description)) => {
+                tracing::warn!(%instance_id, %description, "instance crashed while starting");
+                self.report_crash(&request, instance_id, &description).await;
+                StartReply::Failed {
+                    message: description,
+                }
             }
         }
     }
 
-    async fn try_start(&self, request: Arc<StartRequest>, instance_id: Uuid) -> anyhow::Result<()> {
+    async fn try_start(
+        self: &Arc<Self>,
+        request: &Arc<StartRequest>,
+        instance_id: Uuid,
+    ) -> Result<(), StartError> {
+        self.check(request).map_err(StartError::Refused)?;
+        self.table
+            .reserve(instance_id, request.clone(), self.config.memory_mb)
+            .map_err(|e| StartError::Refused(e.into()))?;
+        let (instance, server) = match self.launch(request, instance_id).await {
+            Ok((instance, server)) => (Arc::new(instance), server),
+            Err(error) => {
+                self.table.remove(instance_id);
+                return Err(StartError::Crashed(error));
+            }
+        };
+        // Register before marking RUNNING: a stop that lands in between finds the slot and
+        // unregisters, and a stop that landed earlier removed the slot, so we undo it here.
+        self.registrar.add(instance.route.clone()).await;
+        if !self.table.set_running(instance_id, instance.clone()) {
+            self.registrar.remove(&instance.route).await;
+            instance.stop().await;
+            return Err(StartError::Refused(anyhow::anyhow!(
+                "the instance was stopped while it was starting"
+            )));
+        }
+        if let Some(endpoint) = &request.health_check_http_endpoint {
+            self.watch_liveness(&instance, server, instance_id, endpoint.clone());
+        }
+        Ok(())
+    }
+
+    /// Crashes the instance once its liveness probes fail; ends when the instance stops.
+    fn watch_liveness(
+        self: &Arc<Self>,
+        instance: &Instance,
+        server: Arc<AppServer>,
+        instance_id: Uuid,
+        endpoint: String,
+    ) {
+        let dea = Arc::clone(self);
+        let stopped = instance.stopped();
+        let (interval, allowed) = (
+            self.config.health_check_interval,
+            self.config.health_check_failures,
+        );
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stopped.cancelled() => {}
+                reason = probe::until_unhealthy(server, endpoint, interval, allowed) => {
+                    dea.crash(instance_id, &reason).await;
+                }
+            }
+        });
+    }
+
+    /// Takes a running instance out of service as CRASHED.
+    async fn crash(&self, instance_id: Uuid, description: &str) {
+        let Some(slot) = self.table.take(instance_id) else {
+            return; // Stopped meanwhile.
+        };
+        tracing::warn!(%instance_id, %description, "instance crashed");
+        self.retire(slot, ExitReason::Crashed, description).await;
+    }
+
+    /// Refuses requests no DEA could honour, before any work is done.
+    fn check(&self, request: &StartRequest) -> anyhow::Result<()> {
         check_sha256(&request.droplet.sha256)?;
         let limits = &request.limits;
         if limits.memory_mb == 0 || limits.timeout_ms == 0 || limits.fuel == Some(0) {
@@ -101,27 +188,33 @@ impl Dea {
                 self.config.max_instance_memory_mb
             );
         }
-        self.table
-            .reserve(instance_id, request.clone(), self.config.memory_mb)?;
-        let instance = match self.launch(&request, instance_id).await {
-            Ok(instance) => Arc::new(instance),
-            Err(error) => {
-                self.table.remove(instance_id);
-                return Err(error);
-            }
-        };
-        // Register before marking RUNNING: a stop that lands in between finds the slot and
-        // unregisters, and a stop that landed earlier removed the slot, so we undo it here.
-        self.registrar.add(instance.route.clone()).await;
-        if !self.table.set_running(instance_id, instance.clone()) {
-            self.registrar.remove(&instance.route).await;
-            instance.stop().await;
-            bail!("the instance was stopped while it was starting");
+        if self.is_evacuating() {
+            bail!("the DEA is evacuating");
         }
         Ok(())
     }
 
-    async fn launch(&self, request: &StartRequest, instance_id: Uuid) -> anyhow::Result<Instance> {
+    /// Prepares the droplet, builds the instance and checks it is ready; the error is the
+    /// crash's description.
+    async fn launch(
+        &self,
+        request: &StartRequest,
+        instance_id: Uuid,
+    ) -> Result<(Instance, Arc<AppServer>), String> {
+        let (listener, server, route) = self
+            .build(request, instance_id)
+            .await
+            .map_err(|error| format!("{error:#}"))?;
+        probe::ready(&server, request.health_check_http_endpoint.as_deref()).await?;
+        Ok((Instance::serve(listener, server.clone(), route), server))
+    }
+
+    /// The instance's listener, request handler and route, not yet serving.
+    async fn build(
+        &self,
+        request: &StartRequest,
+        instance_id: Uuid,
+    ) -> anyhow::Result<(TcpListener, Arc<AppServer>, RouteRegistration)> {
         let sha256 = &request.droplet.sha256;
         let prepared = self
             .runtime
@@ -152,6 +245,7 @@ impl Dea {
         )?;
         let server = Arc::new(AppServer {
             prepared,
+            host: request.uris.first().cloned().unwrap_or_default(),
             clock: self.runtime.clock().clone(),
             env: vcap::environment(request, instance_id, port),
             limits: request.limits,
@@ -174,7 +268,7 @@ impl Dea {
             app: Some(request.app_id),
             private_instance_id: Some(instance_id.to_string()),
         };
-        Ok(Instance::serve(listener, server, route))
+        Ok((listener, server, route))
     }
 
     /// Stops every matching instance and reports each as STOPPED.
@@ -192,11 +286,59 @@ impl Dea {
             self.registrar.remove(&instance.route).await;
             instance.stop().await;
         }
+        if reason == ExitReason::Crashed {
+            self.report_crash(&slot.request, slot.instance_id, description)
+                .await;
+        } else {
+            self.report_exit(&slot.request, slot.instance_id, reason, description)
+                .await;
+        }
+        tracing::info!(instance_id = %slot.instance_id, ?reason, "instance stopped");
+    }
+
+    /// A crash is an exit, a line in the app's log and an event.
+    async fn report_crash(&self, request: &StartRequest, instance_id: Uuid, description: &str) {
+        let index = request.index;
+        nimbus_bus::log_line(
+            &self.nats,
+            request.app_id,
+            &format!("DEA/{index}"),
+            LogStream::Err,
+            format!("instance {index} crashed: {description}"),
+        )
+        .await;
+        let event = AppEvent {
+            app_id: request.app_id,
+            kind: EventKind::Crashed,
+            reason: "crashed".to_string(),
+            description: description.to_string(),
+            instance_index: Some(index),
+            timestamp: nimbus_protocol::now_ms(),
+        };
+        if let Err(error) =
+            nimbus_bus::publish(&self.nats, subjects::events(request.app_id), &event).await
+        {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "failed to report a crash event"
+            );
+        }
+        self.report_exit(request, instance_id, ExitReason::Crashed, description)
+            .await;
+    }
+
+    async fn report_exit(
+        &self,
+        request: &StartRequest,
+        instance_id: Uuid,
+        reason: ExitReason,
+        description: &str,
+    ) {
         let exited = DropletExited {
-            app_id: slot.request.app_id,
-            version: slot.request.version,
-            instance_id: slot.instance_id,
-            index: slot.request.index,
+            app_id: request.app_id,
+            version: request.version,
+            instance_id,
+            index: request.index,
             reason,
             exit_status: None,
             exit_description: description.to_string(),
@@ -208,7 +350,6 @@ impl Dea {
                 "failed to report an exited instance"
             );
         }
-        tracing::info!(instance_id = %slot.instance_id, ?reason, "instance stopped");
     }
 
     pub(crate) fn is_evacuating(&self) -> bool {
@@ -228,13 +369,29 @@ impl Dea {
         )
     }
 
-    /// Unregisters every route, stops every instance (reporting DEA_SHUTDOWN) and the ticker.
-    pub(crate) async fn shutdown(&self) {
+    /// Announces that the DEA is leaving: it takes no new instances, and heartbeats say its
+    /// instances need replacements elsewhere.
+    pub(crate) fn begin_evacuation(&self) {
+        self.evacuating.store(true, Ordering::Relaxed);
+    }
+
+    /// `(app, index)` of every instance, for evacuation to find replacements of.
+    pub(crate) fn indices(&self) -> Vec<(Uuid, u32)> {
+        self.table.indices()
+    }
+
+    /// Unregisters every route, stops every instance (reporting `reason`: DEA_SHUTDOWN, or
+    /// DEA_EVACUATION once replacements run elsewhere) and the ticker.
+    pub(crate) async fn shutdown(&self, reason: ExitReason) {
         let slots = self.table.close();
+        let description = match reason {
+            ExitReason::DeaEvacuation => "the DEA evacuated; the instance runs elsewhere",
+            _ => "the DEA is shutting down",
+        };
         // Concurrently, so every route is unregistered before any instance drains.
         let stops = slots
             .into_iter()
-            .map(|slot| self.retire(slot, ExitReason::DeaShutdown, "the DEA is shutting down"));
+            .map(|slot| self.retire(slot, reason, description));
         futures::future::join_all(stops).await;
         // Unregisters whatever a start racing with shutdown registered, and stops re-registering.
         self.registrar.shutdown().await;

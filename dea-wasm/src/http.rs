@@ -38,6 +38,8 @@ use crate::scratch::{SCRATCH_LIMIT, Scratch};
 /// Everything needed to serve requests of one instance; shared by its connections.
 pub(crate) struct AppServer {
     pub(crate) prepared: Prepared,
+    /// The app's first route; health probes name it as their `Host`.
+    pub(crate) host: String,
     pub(crate) clock: EpochClock,
     /// The guest environment (`VCAP_APPLICATION`, `PORT`, user env).
     pub(crate) env: Vec<(String, String)>,

@@ -57,6 +57,11 @@ impl Instance {
         }
     }
 
+    /// Cancelled once the instance is asked to stop.
+    pub(crate) fn stopped(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
     pub(crate) fn port(&self) -> u16 {
         self.route.port
     }

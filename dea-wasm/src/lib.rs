@@ -40,6 +40,7 @@ mod dea;
 mod droplets;
 mod egress;
 mod engine;
+mod evacuation;
 mod failure;
 mod guest;
 mod http;
@@ -49,6 +50,7 @@ mod logs;
 mod notices;
 mod outbound;
 mod pool;
+mod probe;
 mod rate;
 mod scratch;
 mod stdio;
@@ -59,8 +61,9 @@ mod wagi;
 pub use agent::{Handle, start};
 pub use compiled::CompileStats;
 pub use config::{
-    Config, DEFAULT_FUEL, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HOST, DEFAULT_LOG_BYTES_PER_SECOND,
-    DEFAULT_LOG_LINES_PER_SECOND, DEFAULT_MAX_INSTANCE_MEMORY_MB, DEFAULT_MAX_INSTANCES,
-    DEFAULT_MEMORY_MB, DEFAULT_SCRATCH_BYTES,
+    Config, DEFAULT_EVACUATION_TIMEOUT, DEFAULT_FUEL, DEFAULT_HEALTH_CHECK_FAILURES,
+    DEFAULT_HEALTH_CHECK_INTERVAL, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HOST,
+    DEFAULT_LOG_BYTES_PER_SECOND, DEFAULT_LOG_LINES_PER_SECOND, DEFAULT_MAX_INSTANCE_MEMORY_MB,
+    DEFAULT_MAX_INSTANCES, DEFAULT_MEMORY_MB, DEFAULT_SCRATCH_BYTES,
 };
 pub use pool::Allocator;

@@ -92,6 +92,20 @@ impl Table {
         }
     }
 
+    /// Removes and returns one instance, if it is still there.
+    pub(crate) fn take(&self, instance_id: Uuid) -> Option<Slot> {
+        self.lock().slots.remove(&instance_id)
+    }
+
+    /// `(app, index)` of every instance.
+    pub(crate) fn indices(&self) -> Vec<(Uuid, u32)> {
+        self.lock()
+            .slots
+            .values()
+            .map(|slot| (slot.request.app_id, slot.request.index))
+            .collect()
+    }
+
     /// Forgets an instance whose start failed.
     pub(crate) fn remove(&self, instance_id: Uuid) {
         self.lock().slots.remove(&instance_id);
@@ -199,6 +213,7 @@ mod tests {
             },
             env: vec![],
             allowed_outbound_hosts: vec![],
+            health_check_http_endpoint: None,
         })
     }
 

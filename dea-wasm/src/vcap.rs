@@ -76,6 +76,7 @@ mod tests {
             },
             env: vec![("GREETING".into(), "hi".into())],
             allowed_outbound_hosts: vec![],
+            health_check_http_endpoint: None,
         }
     }
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::droplet::{DropletManifest, Limits};
-use crate::messages::InstanceState;
+use crate::messages::Health;
 
 /// The header and scheme of API authentication: `Authorization: Bearer <token>`.
 pub const BEARER: &str = "Bearer";
@@ -52,6 +52,8 @@ pub struct CreateApp {
     pub allowed_outbound_hosts: Option<Vec<String>>,
     #[serde(default)]
     pub env: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub health_check_http_endpoint: Option<String>,
 }
 
 impl CreateApp {
@@ -66,6 +68,7 @@ impl CreateApp {
             max_body_bytes: self.max_body_bytes,
             allowed_outbound_hosts: self.allowed_outbound_hosts.clone(),
             env: self.env.clone(),
+            health_check_http_endpoint: self.health_check_http_endpoint.clone(),
         }
     }
 }
@@ -94,6 +97,9 @@ pub struct UpdateApp {
     /// Replaces the app's user environment.
     #[serde(default)]
     pub env: Option<BTreeMap<String, String>>,
+    /// The path DEAs probe to tell whether an instance is healthy (`""` removes it).
+    #[serde(default)]
+    pub health_check_http_endpoint: Option<String>,
 }
 
 impl UpdateApp {
@@ -123,6 +129,9 @@ pub struct App {
     /// User environment, visible to the app next to `VCAP_APPLICATION`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The path DEAs probe before routing to an instance and periodically after.
+    #[serde(default)]
+    pub health_check_http_endpoint: Option<String>,
     pub uris: Vec<String>,
     /// Full URLs of the app through the router.
     pub urls: Vec<String>,
@@ -134,20 +143,37 @@ pub struct App {
     pub updated_at: u64,
 }
 
-/// One instance of an app, from the DEAs' heartbeats.
+/// One instance of an app: one that a DEA runs (from its heartbeats), or a wanted index that
+/// none runs, with what the health manager knows of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
     pub index: u32,
-    pub instance_id: Uuid,
-    pub state: InstanceState,
-    /// ms since the Unix epoch when it entered `state`.
-    pub since: u64,
-    pub dea: String,
-    /// Where the instance serves HTTP directly (the router's upstream).
-    pub host: String,
-    pub port: u16,
-    /// Whether it runs the app's current version.
+    /// STARTING, RUNNING, CRASHED, FLAPPING (crashing repeatedly, restarts backed off) or DOWN.
+    pub state: Health,
+    /// Whether it runs (or is wanted at) the app's current version.
     pub current: bool,
+    /// Crashes of this index since it last stayed up for a quiet period.
+    #[serde(default)]
+    pub crash_count: u32,
+    /// Why it last crashed.
+    #[serde(default)]
+    pub last_crash: Option<String>,
+    /// When a crashed index is restarted (ms since the Unix epoch).
+    #[serde(default)]
+    pub restart_at: Option<u64>,
+    /// The rest is set when a DEA runs it.
+    #[serde(default)]
+    pub instance_id: Option<Uuid>,
+    /// ms since the Unix epoch when it entered `state`.
+    #[serde(default)]
+    pub since: Option<u64>,
+    #[serde(default)]
+    pub dea: Option<String>,
+    /// Where the instance serves HTTP directly (the router's upstream).
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
 }
 
 /// One event of `PUT /v1/apps/{app}/bits`, whose response streams one JSON object per line.

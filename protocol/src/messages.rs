@@ -43,6 +43,10 @@ pub struct StartRequest {
     /// subdomains). Empty: no outbound HTTP at all.
     #[serde(default)]
     pub allowed_outbound_hosts: Vec<String>,
+    /// A path probed before the instance is routed (readiness) and periodically after
+    /// (liveness); consecutive failures crash the instance.
+    #[serde(default)]
+    pub health_check_http_endpoint: Option<String>,
 }
 
 /// The DEA's reply to a [`StartRequest`].
@@ -352,6 +356,7 @@ mod tests {
             limits: Limits::default(),
             env: vec![("K".into(), "V".into())],
             allowed_outbound_hosts: vec!["api.example.com".into()],
+            health_check_http_endpoint: None,
         });
         round_trip(AppEvent {
             app_id,

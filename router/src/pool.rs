@@ -8,6 +8,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -20,8 +22,12 @@ pub(crate) const MAX_IDLE_PER_ENDPOINT: usize = 64;
 /// A DEA that does not accept within this time is treated as down and the next one is tried.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The sending half of one upstream connection; the request body streams from the client.
-pub(crate) type Sender = SendRequest<Incoming>;
+/// What goes upstream: the client's body streaming through, or nothing at all (a bodiless
+/// request, which can then be sent again if a connection dies under it).
+pub(crate) type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
+/// The sending half of one upstream connection.
+pub(crate) type Sender = SendRequest<UpstreamBody>;
 
 /// Idle connections to one endpoint.
 #[derive(Default)]

@@ -1,9 +1,12 @@
 //! Forwarding one request: find the host's route, pick endpoints in round-robin order, send the
 //! request on a pooled or new connection, and stream the response back.
 //!
-//! A request is retried on the next endpoint only while its body is untouched: when a new
-//! connection cannot be opened, or when a pooled connection turns out to be closed before the
-//! request was written. Once bytes went out, a failure is the app's answer (502).
+//! A request goes to the next endpoint when a new connection cannot be opened (the endpoint is
+//! then tried last for a while: a dead DEA costs later requests nothing) or when a pooled
+//! connection turns out to be closed before the request was written. Once bytes went out, a
+//! failure is final (502) — except for a bodiless idempotent request (GET, HEAD, OPTIONS), which
+//! RFC 9110 lets a proxy send again: it is replayed on the next endpoint, so an instance dying
+//! under it (kill -9 of its DEA) costs the client nothing.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,13 +14,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
-use http::{Request, Response, Version};
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use http::{HeaderMap, Method, Request, Response, Version};
+use http_body_util::{Either, Empty, Full};
+use hyper::body::{Body as _, Incoming};
 
 use crate::error::RouterError;
 use crate::headers::{add_forwarding, strip_hop_by_hop};
-use crate::pool::{self, Sender};
+use crate::pool::{self, Sender, UpstreamBody};
 use crate::table::{Endpoint, Route, RouteTable, normalize_host};
 
 /// Response body: the app's streamed body, or the router's own short error text.
@@ -32,7 +35,40 @@ pub(crate) struct Proxy {
 enum Attempt {
     Answered(Response<Incoming>),
     /// The connection was dead before the request was written; it comes back untouched.
-    NotSent(Request<Incoming>),
+    NotSent(Request<UpstreamBody>),
+    /// The connection failed after the request went out, before a response came.
+    Failed(hyper::Error),
+}
+
+/// The head of a bodiless idempotent request, to send it again.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    /// A replay of `request` if it may be sent twice: idempotent, and without a body.
+    fn of(request: &Request<Incoming>) -> Option<Replay> {
+        let idempotent = matches!(
+            *request.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS
+        );
+        (idempotent && request.body().is_end_stream()).then(|| Replay {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            headers: request.headers().clone(),
+        })
+    }
+
+    fn request(&self) -> Request<UpstreamBody> {
+        let mut request = Request::new(Either::Right(Empty::new()));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
 }
 
 impl Proxy {
@@ -84,33 +120,60 @@ impl Proxy {
 /// Tries the route's endpoints in round-robin order until one answers.
 async fn send_to_route(
     route: &Route,
-    mut request: Request<Incoming>,
+    request: Request<Incoming>,
     host: &str,
 ) -> Result<Response<Incoming>, RouterError> {
+    let replay = Replay::of(&request);
+    let mut request = match replay {
+        // The body is known to be empty: sending none makes the request repeatable.
+        Some(_) => request.map(|_| Either::Right(Empty::new())),
+        None => request.map(Either::Left),
+    };
     for endpoint in route.rotation() {
-        // Pooled connections first: they skip the handshake.
-        while let Some(sender) = endpoint.pool.take() {
-            match send(endpoint, sender, request, host).await? {
+        // Pooled connections first (they skip the handshake), then one new connection.
+        let mut connected = false;
+        loop {
+            let sender = match endpoint.pool.take() {
+                Some(sender) => sender,
+                None if connected => break,
+                None => match pool::connect(endpoint).await {
+                    Ok(sender) => {
+                        connected = true;
+                        sender
+                    }
+                    Err(error) => {
+                        endpoint.mark_down();
+                        tracing::warn!(
+                            host,
+                            endpoint = %format_args!("{}:{}", endpoint.host, endpoint.port),
+                            app = ?endpoint.app,
+                            %error,
+                            "endpoint unreachable; trying the next one"
+                        );
+                        break;
+                    }
+                },
+            };
+            match send(endpoint, sender, request).await {
                 Attempt::Answered(response) => return Ok(response),
                 Attempt::NotSent(unsent) => request = unsent,
+                Attempt::Failed(error) => {
+                    let Some(replay) = &replay else {
+                        return Err(RouterError::UpstreamFailed {
+                            host: host.to_string(),
+                            source: error,
+                        });
+                    };
+                    tracing::warn!(
+                        host,
+                        endpoint = %format_args!("{}:{}", endpoint.host, endpoint.port),
+                        %error,
+                        "endpoint failed mid-request; replaying it on the next one"
+                    );
+                    request = replay.request();
+                    break;
+                }
             }
-        }
-        let sender = match pool::connect(endpoint).await {
-            Ok(sender) => sender,
-            Err(error) => {
-                tracing::warn!(
-                    host,
-                    endpoint = %format_args!("{}:{}", endpoint.host, endpoint.port),
-                    app = ?endpoint.app,
-                    %error,
-                    "endpoint unreachable; trying the next one"
-                );
-                continue;
-            }
-        };
-        match send(endpoint, sender, request, host).await? {
-            Attempt::Answered(response) => return Ok(response),
-            Attempt::NotSent(unsent) => request = unsent,
         }
     }
     Err(RouterError::EndpointsUnreachable {
@@ -122,20 +185,16 @@ async fn send_to_route(
 async fn send(
     endpoint: &Arc<Endpoint>,
     mut sender: Sender,
-    request: Request<Incoming>,
-    host: &str,
-) -> Result<Attempt, RouterError> {
+    request: Request<UpstreamBody>,
+) -> Attempt {
     match sender.try_send_request(request).await {
         Ok(response) => {
             pool::recycle(Arc::clone(endpoint), sender);
-            Ok(Attempt::Answered(response))
+            Attempt::Answered(response)
         }
         Err(mut error) => match error.take_message() {
-            Some(request) => Ok(Attempt::NotSent(request)),
-            None => Err(RouterError::UpstreamFailed {
-                host: host.to_string(),
-                source: error.into_error(),
-            }),
+            Some(request) => Attempt::NotSent(request),
+            None => Attempt::Failed(error.into_error()),
         },
     }
 }

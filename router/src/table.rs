@@ -39,6 +39,18 @@ pub(crate) struct Route {
     cursor: AtomicUsize,
 }
 
+/// How long an endpoint that refused a connection is tried only after the others: long enough
+/// that a dead DEA costs no request a failed connect, short enough that a live one that
+/// hiccupped is back soon. Its re-registrations do not lift it; time does.
+pub(crate) const QUARANTINE: Duration = Duration::from_secs(5);
+
+/// Origin of every endpoint's quarantine timestamp.
+static CLOCK: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+fn clock_ms() -> u64 {
+    millis(CLOCK.elapsed())
+}
+
 /// One app instance serving a host.
 pub(crate) struct Endpoint {
     pub host: String,
@@ -47,6 +59,8 @@ pub(crate) struct Endpoint {
     pub private_instance_id: Option<String>,
     /// Milliseconds after the table's epoch; atomic so a refresh needs no copy of the table.
     last_seen_ms: AtomicU64,
+    /// Until when (ms on [`CLOCK`]) it is tried last; 0 when it is healthy.
+    down_until_ms: AtomicU64,
     /// Idle keep-alive connections to this endpoint.
     pub pool: ConnPool,
 }
@@ -249,15 +263,19 @@ impl Route {
         &self.endpoints
     }
 
-    /// Every endpoint once, starting with the next one in round-robin order: the proxy tries
-    /// them in this order until one accepts a connection.
+    /// Every endpoint once, starting with the next one in round-robin order, quarantined ones
+    /// last: the proxy tries them in this order until one answers.
     pub fn rotation(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
         let count = self.endpoints.len();
         let start = match count {
             0 => 0,
             _ => self.cursor.fetch_add(1, Ordering::Relaxed) % count,
         };
-        (0..count).map(move |i| &self.endpoints[(start + i) % count])
+        let now = clock_ms();
+        let ring = move || (0..count).map(move |i| &self.endpoints[(start + i) % count]);
+        ring()
+            .filter(move |e| !e.is_down(now))
+            .chain(ring().filter(move |e| e.is_down(now)))
     }
 }
 
@@ -269,8 +287,19 @@ impl Endpoint {
             app: registration.app,
             private_instance_id: registration.private_instance_id.clone(),
             last_seen_ms: AtomicU64::new(now_ms),
+            down_until_ms: AtomicU64::new(0),
             pool: ConnPool::default(),
         }
+    }
+
+    /// It refused a connection: try it last for a while.
+    pub fn mark_down(&self) {
+        self.down_until_ms
+            .store(clock_ms() + millis(QUARANTINE), Ordering::Relaxed);
+    }
+
+    fn is_down(&self, now_ms: u64) -> bool {
+        self.down_until_ms.load(Ordering::Relaxed) > now_ms
     }
 
     fn has_address(&self, registration: &RouteRegistration) -> bool {
@@ -402,6 +431,22 @@ mod tests {
         assert_eq!(firsts, vec![4000, 4001, 4000, 4001]);
         let all: Vec<u16> = route.rotation().map(|e| e.port).collect();
         assert_eq!(all, vec![4000, 4001]);
+    }
+
+    #[test]
+    fn endpoints_that_refused_a_connection_are_tried_last() {
+        let table = RouteTable::new();
+        let now = Instant::now();
+        for port in [4000, 4001, 4002] {
+            table.register(registration(port, &["a.localhost"]), now);
+        }
+        let route = table.lookup("a.localhost").expect("route");
+        route.endpoints()[0].mark_down();
+        for _ in 0..3 {
+            let order: Vec<u16> = route.rotation().map(|e| e.port).collect();
+            assert_eq!(order.len(), 3);
+            assert_eq!(order[2], 4000, "{order:?}");
+        }
     }
 
     #[test]

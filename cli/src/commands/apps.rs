@@ -1,6 +1,6 @@
 //! `nimbus apps` and `nimbus app NAME`.
 
-use nimbus_protocol::api::App;
+use nimbus_protocol::api::{App, Instance};
 use nimbus_protocol::messages::AppEvent;
 
 use crate::client::Client;
@@ -73,6 +73,12 @@ pub async fn show(client: &Client, name: &str, json: bool) -> anyhow::Result<()>
                 app.allowed_outbound_hosts.join(", ")
             },
         ),
+        (
+            "health",
+            app.health_check_http_endpoint
+                .as_ref()
+                .map_or("instantiates".to_string(), |e| format!("GET {e}")),
+        ),
         ("urls", app.urls.join(", ")),
         ("droplet", droplet),
         ("id", app.id.to_string()),
@@ -82,25 +88,12 @@ pub async fn show(client: &Client, name: &str, json: bool) -> anyhow::Result<()>
     }
     if !instances.is_empty() {
         println!();
-        let rows: Vec<Vec<String>> = instances
-            .iter()
-            .map(|i| {
-                let state = format!("{:?}", i.state).to_lowercase();
-                let version = if i.current { "current" } else { "previous" };
-                vec![
-                    format!("#{}", i.index),
-                    state,
-                    output::clock(i.since),
-                    format!("{}:{}", i.host, i.port),
-                    i.dea.clone(),
-                    version.to_string(),
-                ]
-            })
-            .collect();
+        let rows: Vec<Vec<String>> = instances.iter().map(instance_row).collect();
         output::table(
             &[
                 "instance",
                 "state",
+                "crashes",
                 "since (UTC)",
                 "address",
                 "dea",
@@ -108,8 +101,36 @@ pub async fn show(client: &Client, name: &str, json: bool) -> anyhow::Result<()>
             ],
             &rows,
         );
+        for i in instances.iter().filter(|i| i.last_crash.is_some()) {
+            let restart = i
+                .restart_at
+                .map(|at| format!(" (restarts at {} UTC)", output::clock(at)))
+                .unwrap_or_default();
+            println!(
+                "#{} last crashed: {}{restart}",
+                i.index,
+                i.last_crash.as_deref().unwrap_or_default()
+            );
+        }
     }
     Ok(())
+}
+
+fn instance_row(i: &Instance) -> Vec<String> {
+    let dash = || "-".to_string();
+    let address = match (&i.host, i.port) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        _ => dash(),
+    };
+    vec![
+        format!("#{}", i.index),
+        format!("{:?}", i.state).to_uppercase(),
+        i.crash_count.to_string(),
+        i.since.map_or_else(dash, output::clock),
+        address,
+        i.dea.clone().unwrap_or_else(dash),
+        if i.current { "current" } else { "previous" }.to_string(),
+    ]
 }
 
 pub async fn events(client: &Client, name: &str, json: bool) -> anyhow::Result<()> {

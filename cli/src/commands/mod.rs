@@ -1,6 +1,7 @@
 //! One module per group of user commands.
 
 pub mod apps;
+pub mod join;
 pub mod lifecycle;
 pub mod logs;
 pub mod push;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use nimbus_protocol::api::{App, AppState, CreateApp, Instance, StagingEvent, UpdateApp};
-use nimbus_protocol::messages::InstanceState;
+use nimbus_protocol::messages::Health;
 use reqwest::{Method, StatusCode};
 
 use crate::client::{self, Client};
@@ -86,6 +86,7 @@ pub async fn push(client: &Client, planned: &PlannedApp) -> anyhow::Result<()> {
                 max_body_bytes: settings.max_body_bytes,
                 allowed_outbound_hosts: settings.allowed_outbound_hosts.clone(),
                 env: settings.env.clone(),
+                health_check_http_endpoint: settings.health_check_http_endpoint.clone(),
             };
             client
                 .call::<_, App>(Method::POST, "/v1/apps", &create)
@@ -191,9 +192,24 @@ pub async fn wait_until_serving(client: &Client, app: &App) -> anyhow::Result<()
         let instances: Vec<Instance> = client.instances(&app.name).await?;
         let running = instances
             .iter()
-            .any(|i| i.current && i.state == InstanceState::Running);
+            .any(|i| i.current && i.state == Health::Running);
         if running && answers(&http, url).await {
             return Ok(());
+        }
+        // Restarts of a crash loop are backed off: waiting longer would not help.
+        if let Some(flapping) = instances
+            .iter()
+            .find(|i| i.current && i.state == Health::Flapping)
+        {
+            bail!(
+                "{} keeps crashing (instance {}, {} crashes): {}\nSee `nimbus events {}` and `nimbus logs {} --recent`",
+                app.name,
+                flapping.index,
+                flapping.crash_count,
+                flapping.last_crash.as_deref().unwrap_or("no reason given"),
+                app.name,
+                app.name
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

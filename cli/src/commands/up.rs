@@ -1,6 +1,7 @@
 //! `nimbus up`: runs the micro cloud until Ctrl-C or SIGTERM, and points the CLI at it.
 
 use crate::cloud::{Cloud, CloudConfig};
+use crate::commands::join::shutdown_signal;
 use crate::config::CliConfig;
 
 pub async fn up(config: CloudConfig) -> anyhow::Result<()> {
@@ -34,20 +35,4 @@ pub async fn up(config: CloudConfig) -> anyhow::Result<()> {
         config.data_dir.display()
     );
     Ok(())
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
 }

@@ -5,7 +5,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use nimbus_protocol::api::{self, App, AppState, CreateApp, Instance, UpdateApp};
-use nimbus_protocol::messages::{AppEvent, LogMessage, StopRequest};
+use nimbus_protocol::messages::{AppEvent, Health, InstanceState, LogMessage, StopRequest};
 use nimbus_protocol::subjects;
 
 use super::{ApiError, Ctx};
@@ -53,7 +53,7 @@ pub async fn update(
         }
     })
     .await?;
-    ctx.converger.kick();
+    ctx.converger.kick(app.id);
     Ok(Json(view(&ctx, &app)))
 }
 
@@ -81,7 +81,7 @@ pub async fn start(
         ));
     }
     let app = modify(&ctx, &app, |app| app.state = AppState::Started).await?;
-    ctx.converger.kick();
+    ctx.converger.kick(app.id);
     Ok(Json(view(&ctx, &app)))
 }
 
@@ -92,26 +92,66 @@ pub async fn stop(State(ctx): State<Ctx>, Path(name): Path<String>) -> Result<Js
     Ok(Json(view(&ctx, &app)))
 }
 
+/// The instances DEAs run, and each wanted index none runs, with the health manager's word
+/// on crashes.
 pub async fn instances(
     State(ctx): State<Ctx>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<Instance>>, ApiError> {
     let (app, _) = find(&ctx, &name).await?;
-    let instances = ctx
+    let health = crate::health::of_app(&ctx.nats, app.id).await;
+    let index_health = |index: u32| {
+        health
+            .as_ref()
+            .and_then(|h| h.indices.iter().find(|i| i.index == index))
+    };
+    let mut instances: Vec<Instance> = ctx
         .actual
         .instances_of(app.id)
         .into_iter()
-        .map(|r| Instance {
-            index: r.instance.index,
-            instance_id: r.instance.instance_id,
-            state: r.instance.state,
-            since: r.instance.state_timestamp,
-            host: r.instance.host.clone(),
-            port: r.instance.port,
-            dea: r.dea,
-            current: r.instance.version == app.version,
+        .map(|r| {
+            let current = r.instance.version == app.version;
+            let crashes = index_health(r.instance.index).filter(|_| current);
+            Instance {
+                index: r.instance.index,
+                state: match r.instance.state {
+                    InstanceState::Running => Health::Running,
+                    _ => Health::Starting,
+                },
+                current,
+                crash_count: crashes.map_or(0, |c| c.crash_count),
+                last_crash: crashes.and_then(|c| c.last_crash.clone()),
+                restart_at: None,
+                instance_id: Some(r.instance.instance_id),
+                since: Some(r.instance.state_timestamp),
+                host: Some(r.instance.host.clone()),
+                port: Some(r.instance.port),
+                dea: Some(r.dea),
+            }
         })
         .collect();
+    if app.should_run() {
+        for index in 0..app.instances {
+            if instances.iter().any(|i| i.current && i.index == index) {
+                continue;
+            }
+            let known = index_health(index);
+            instances.push(Instance {
+                index,
+                state: known.map_or(Health::Down, |k| k.health),
+                current: true,
+                crash_count: known.map_or(0, |k| k.crash_count),
+                last_crash: known.and_then(|k| k.last_crash.clone()),
+                restart_at: known.and_then(|k| k.restart_at),
+                instance_id: None,
+                since: None,
+                host: None,
+                port: None,
+                dea: None,
+            });
+        }
+    }
+    instances.sort_by_key(|i| (i.index, !i.current));
     Ok(Json(instances))
 }
 
@@ -167,7 +207,7 @@ async fn stop_all(ctx: &Ctx, app: &AppRecord) {
     if let Err(error) = nimbus_bus::publish(&ctx.nats, subjects::DEA_STOP, &request).await {
         tracing::warn!(%error, app = %app.name, "failed to send a stop");
     }
-    ctx.converger.kick();
+    ctx.converger.kick(app.id);
 }
 
 pub(super) fn view(ctx: &Ctx, app: &AppRecord) -> App {

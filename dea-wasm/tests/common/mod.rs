@@ -167,6 +167,7 @@ pub fn start_request(name: &str, index: u32, droplet: DropletManifest) -> StartR
         },
         env: vec![],
         allowed_outbound_hosts: vec![],
+        health_check_http_endpoint: None,
     }
 }
 
