@@ -85,6 +85,19 @@ pub async fn log_line(
     }
 }
 
+/// How long a component that is stopping waits for its last messages to leave.
+pub const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Sends what the client has buffered, waiting at most [`FLUSH_TIMEOUT`]: a shutdown must end
+/// even when the bus is gone.
+pub async fn flush(nats: &async_nats::Client) {
+    match tokio::time::timeout(FLUSH_TIMEOUT, nats.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "failed to flush the last messages"),
+        Err(_) => tracing::warn!("the bus did not take the last messages in time"),
+    }
+}
+
 /// Replies to a request message, if it carries a reply subject.
 pub async fn reply<T: Serialize>(
     nats: &async_nats::Client,

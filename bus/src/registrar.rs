@@ -57,7 +57,7 @@ impl Registrar {
             self.send(subjects::ROUTER_UNREGISTER, route).await;
         }
         // Make sure the unregistrations leave before the caller exits.
-        let _ = self.nats.flush().await;
+        crate::flush(&self.nats).await;
     }
 
     async fn run(self, mut starts: async_nats::Subscriber, mut stopped: watch::Receiver<bool>) {

@@ -4,6 +4,7 @@ use clap::Parser as _;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    exit_quietly_on_closed_stdout();
     init_tracing();
     let cli = nimbus_cli::Cli::parse();
     match nimbus_cli::run(cli).await {
@@ -13,6 +14,23 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `nimbus events app | head` closes stdout early; like any Unix tool, stop quietly then
+/// rather than with a panic (Rust ignores SIGPIPE, so `println!` panics instead of dying).
+fn exit_quietly_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141); // 128 + SIGPIPE, as a shell reports it
+        }
+        default(info);
+    }));
 }
 
 /// Component logs go to stderr; `RUST_LOG` tunes them (default: warnings, info for `nimbus up`

@@ -39,8 +39,9 @@ pub struct Converger {
     actual: ActualState,
     nats: async_nats::Client,
     config: Arc<Config>,
-    /// Starts in flight that heartbeats do not show yet, with when to stop waiting for them.
-    pending: Arc<Mutex<HashMap<Slot, Instant>>>,
+    /// Starts in flight; each start's task removes its slot when the DEA has answered (or
+    /// not, within the start timeout).
+    pending: Arc<Mutex<HashSet<Slot>>>,
     /// Apps the API changed since the last run.
     dirty: Arc<Mutex<HashSet<Uuid>>>,
     kick: Arc<Notify>,
@@ -115,8 +116,9 @@ impl Converger {
                 }
                 let indices: Vec<u32> =
                     indices.into_iter().filter(|i| *i < app.instances).collect();
-                let mine = self.alive_instances(app.id);
-                self.start_indices(&app, &indices, &mine);
+                // The health manager judged these missing, DEA losses included; our own view
+                // of a DEA that just went silent may lag it by a heartbeat, so it is not asked.
+                self.start_indices(&app, &indices, &[]);
             }
             HmRequest::Stop {
                 app_id,
@@ -153,9 +155,8 @@ impl Converger {
 
     /// Instances of the app that count: running or starting, on DEAs that are not leaving.
     fn alive_instances(&self, app_id: Uuid) -> Vec<Reported> {
-        let everything = self.actual.all_instances();
-        self.forget_settled_starts(&everything);
-        everything
+        self.actual
+            .all_instances()
             .into_iter()
             .filter(|r| r.instance.app_id == app_id && r.counts())
             .collect()
@@ -169,15 +170,14 @@ impl Converger {
             let present = mine
                 .iter()
                 .any(|r| r.instance.version == app.version && r.instance.index == index);
-            if present || self.pending().contains_key(&slot) {
+            if present || self.pending().contains(&slot) {
                 continue;
             }
             let Some(dea) = self.place(app, &placed, &[]) else {
                 continue;
             };
             *placed.entry(dea.clone()).or_default() += 1;
-            self.pending()
-                .insert(slot, Instant::now() + self.config.start_timeout);
+            self.pending().insert(slot);
             tokio::spawn(self.clone().start(dea, app.clone(), index));
         }
     }
@@ -235,6 +235,8 @@ impl Converger {
                 Ok(reply) => match nimbus_protocol::decode::<StartReply>(&reply.payload) {
                     Ok(StartReply::Started { instance_id }) => {
                         tracing::info!(app = %app.name, index, %dea, %instance_id, "instance started");
+                        // The DEA heartbeat the instance before it replied: it shows from now.
+                        self.pending().remove(&(app.id, app.version, index));
                         return;
                     }
                     Ok(StartReply::Failed { message }) => break message,
@@ -300,19 +302,7 @@ impl Converger {
         }
     }
 
-    /// Drops pending starts that heartbeats now show, or whose time ran out.
-    fn forget_settled_starts(&self, everything: &[Reported]) {
-        let shown: HashSet<Slot> = everything
-            .iter()
-            .filter(|r| r.counts())
-            .map(|r| (r.instance.app_id, r.instance.version, r.instance.index))
-            .collect();
-        let now = Instant::now();
-        self.pending()
-            .retain(|slot, expires| !shown.contains(slot) && *expires > now);
-    }
-
-    fn pending(&self) -> MutexGuard<'_, HashMap<Slot, Instant>> {
+    fn pending(&self) -> MutexGuard<'_, HashSet<Slot>> {
         lock(&self.pending)
     }
 }

@@ -396,8 +396,6 @@ impl Dea {
         // Unregisters whatever a start racing with shutdown registered, and stops re-registering.
         self.registrar.shutdown().await;
         self.runtime.shutdown();
-        if let Err(error) = self.nats.flush().await {
-            tracing::warn!(%error, "failed to flush the last messages");
-        }
+        nimbus_bus::flush(&self.nats).await;
     }
 }

@@ -127,7 +127,7 @@ impl Subscriptions {
                 tracing::debug!(%error, "failed to unsubscribe");
             }
         }
-        let _ = self.nats.flush().await;
+        nimbus_bus::flush(&self.nats).await;
     }
 }
 
