@@ -5,7 +5,7 @@
 #    waits until the app answers through the router). Reported per app: the stager's
 #    "staged in" time (fetch, unpack, build, validate + precompile, store) and the whole push
 #    until the first 200.
-# 2. The droplets those pushes produced, taken from the DEA's droplet cache, started on fresh
+# 2. The droplets those pushes produced (`nimbus download-droplet`), started on fresh
 #    DEA runtimes (`dea-wasm/examples/first_request.rs`): time to the end of the first response
 #    when the DEA compiles the droplet (cold) and when it loads the stager's precompiled
 #    artifact. Median of 3 each.
@@ -37,14 +37,14 @@ for app in "${apps[@]}"; do
   cli "$c_home" push "$name" -p "$dir" >"$BENCH_TMP/push-$name.txt"
   total=$(echo "$(date +%s.%N) - $started" | bc)
   staged=$(sed -n 's/.*staged in \([0-9.]*\)s.*/\1/p' "$BENCH_TMP/push-$name.txt")
-  read -r sha kind language < <(cli "$c_home" app "$name" --json | python3 -c '
+  read -r kind language < <(cli "$c_home" app "$name" --json | python3 -c '
 import json, sys
 d = json.load(sys.stdin)["app"]["droplet"]
-print(d["sha256"], d["kind"], d["language"])')
-  size=$(stat -c %s "$c_home/cloud/dea/droplets/$sha.wasm")
+print(d["kind"], d["language"])')
+  cli "$c_home" download-droplet "$name" -o "$BENCH_TMP/$name.wasm" >/dev/null
+  size=$(stat -c %s "$BENCH_TMP/$name.wasm")
   printf '%-10s %-11s %-15s %8.1fMB %9ss %11.1fs\n' "$name" "$language" "$kind" \
     "$(echo "$size / 1000000" | bc -l)" "$staged" "$total" >>"$pushes"
-  cp "$c_home/cloud/dea/droplets/$sha.wasm" "$BENCH_TMP/$name.wasm"
   triples+=("$name" "$kind" "$BENCH_TMP/$name.wasm")
 done
 

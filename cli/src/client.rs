@@ -54,6 +54,15 @@ impl Client {
         self.get(&format!("/v1/apps/{name}/logs")).await
     }
 
+    /// A response body as bytes (a droplet).
+    pub async fn get_bytes(&self, path: &str) -> anyhow::Result<bytes::Bytes> {
+        let response = check(self.send(self.request(Method::GET, path)).await?).await?;
+        response
+            .bytes()
+            .await
+            .context("the API's response was cut short")
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         parse(self.send(self.request(Method::GET, path)).await?).await
     }

@@ -98,6 +98,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Save an app's current droplet (the WebAssembly its instances run).
+    DownloadDroplet {
+        name: String,
+        /// Where to write it [default: <name>.wasm]
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
     /// Show an app's logs: its instances, staging and platform events.
     Logs {
         name: String,
@@ -192,6 +199,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             lifecycle::scale(&client, &name, settings.to_update()).await
         }
         Command::Events { name, json } => apps::events(&client, &name, json).await,
+        Command::DownloadDroplet { name, output } => {
+            apps::download_droplet(&client, &name, output).await
+        }
         Command::Apps { json } => apps::list(&client, json).await,
         Command::App { name, json } => apps::show(&client, &name, json).await,
         Command::Start { name } => lifecycle::start(&client, &name).await,

@@ -252,6 +252,22 @@ impl Store {
         self.blobs.info(name).await.is_ok_and(|info| !info.deleted)
     }
 
+    /// The whole object stored under `name`.
+    pub async fn get_blob(&self, name: &str) -> anyhow::Result<Vec<u8>> {
+        use tokio::io::AsyncReadExt as _;
+        let mut object = self
+            .blobs
+            .get(name)
+            .await
+            .with_context(|| format!("failed to open {name}"))?;
+        let mut bytes = Vec::new();
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .with_context(|| format!("failed to read {name}"))?;
+        Ok(bytes)
+    }
+
     /// Stores an object under `name` unless it is already there (blobs are content-addressed).
     pub async fn put_blob(&self, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
         if self.has_blob(name).await {

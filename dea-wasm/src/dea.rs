@@ -205,7 +205,13 @@ impl Dea {
             .build(request, instance_id)
             .await
             .map_err(|error| format!("{error:#}"))?;
-        probe::ready(&server, request.health_check_http_endpoint.as_deref()).await?;
+        if let Err(crash) =
+            probe::ready(&server, request.health_check_http_endpoint.as_deref()).await
+        {
+            let scratch = server.scratch.clone();
+            let _ = tokio::task::spawn_blocking(move || scratch.remove()).await;
+            return Err(crash);
+        }
         Ok((Instance::serve(listener, server.clone(), route), server))
     }
 

@@ -160,6 +160,25 @@ pub async fn events(client: &Client, name: &str, json: bool) -> anyhow::Result<(
     Ok(())
 }
 
+pub async fn download_droplet(
+    client: &Client,
+    name: &str,
+    output: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let wasm = client
+        .get_bytes(&format!("/v1/apps/{name}/droplet"))
+        .await?;
+    let path = output.unwrap_or_else(|| format!("{name}.wasm").into());
+    std::fs::write(&path, &wasm)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    println!(
+        "Saved the droplet of {name} ({}) to {}",
+        output::bytes(wasm.len() as u64),
+        path.display()
+    );
+    Ok(())
+}
+
 fn state(app: &App) -> String {
     format!("{:?}", app.state).to_lowercase()
 }

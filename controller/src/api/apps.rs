@@ -155,6 +155,26 @@ pub async fn instances(
     Ok(Json(instances))
 }
 
+/// The app's current droplet: the wasm DEAs run, as `cf download-droplet` gives it.
+pub async fn droplet(
+    State(ctx): State<Ctx>,
+    Path(name): Path<String>,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let (app, _) = find(&ctx, &name).await?;
+    let Some(droplet) = &app.droplet else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_staged",
+            format!("app {name:?} has no droplet yet: push its bits first"),
+        ));
+    };
+    let wasm = ctx.store.get_blob(&droplet.object_name()).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/wasm")],
+        wasm,
+    ))
+}
+
 pub async fn recent_events(
     State(ctx): State<Ctx>,
     Path(name): Path<String>,

@@ -43,6 +43,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/v1/apps/{app}/instances", get(apps::instances))
         .route("/v1/apps/{app}/logs", get(apps::recent_logs))
         .route("/v1/apps/{app}/events", get(apps::recent_events))
+        .route("/v1/apps/{app}/droplet", get(apps::droplet))
         .route(
             "/v1/apps/{app}/bits",
             put(bits::upload).layer(DefaultBodyLimit::max(ctx.config.max_package_bytes)),
