@@ -75,7 +75,10 @@ impl Handle {
                 tracing::warn!(%error, "a DEA task failed");
             }
         }
-        self.dea.shutdown(reason).await;
+        // A last, empty heartbeat: nobody should count these instances until it goes stale.
+        self.dea
+            .shutdown(reason, report(&self.dea, &self.nats))
+            .await;
         tracing::info!(dea_id = %self.dea.config.id, "DEA stopped");
     }
 }

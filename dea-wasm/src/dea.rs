@@ -387,8 +387,9 @@ impl Dea {
     }
 
     /// Unregisters every route, stops every instance (reporting `reason`: DEA_SHUTDOWN, or
-    /// DEA_EVACUATION once replacements run elsewhere) and the ticker.
-    pub(crate) async fn shutdown(&self, reason: ExitReason) {
+    /// DEA_EVACUATION once replacements run elsewhere) and the ticker; `last_words` is sent
+    /// before the final flush.
+    pub(crate) async fn shutdown(&self, reason: ExitReason, last_words: impl Future<Output = ()>) {
         let slots = self.table.close();
         let description = match reason {
             ExitReason::DeaEvacuation => "the DEA evacuated; the instance runs elsewhere",
@@ -402,6 +403,7 @@ impl Dea {
         // Unregisters whatever a start racing with shutdown registered, and stops re-registering.
         self.registrar.shutdown().await;
         self.runtime.shutdown();
+        last_words.await;
         nimbus_bus::flush(&self.nats).await;
     }
 }

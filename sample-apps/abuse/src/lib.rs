@@ -9,6 +9,8 @@
 //! - `/fill?bytes=N` writes N bytes to its scratch directory `/tmp`;
 //! - `/egress?url=http://host:port/path` sends an outbound request and reports the result;
 //! - `/echo` reads the request body and answers with its length;
+//! - `/healthy-until?epoch=S` answers 200 until the Unix time S, then 503 (a health check
+//!   that starts failing: its instances crash once the DEA's liveness probes notice);
 //! - anything else answers `ok`.
 
 use std::time::Duration;
@@ -42,6 +44,14 @@ impl wasip2::exports::http::incoming_handler::Guest for Abuse {
             "/fill" => fill(param(query, "bytes").and_then(|b| b.parse().ok()).unwrap_or(0)),
             "/egress" => egress(param(query, "url").unwrap_or_default()),
             "/echo" => format!("{}\n", body_length(&request)),
+            "/healthy-until" => {
+                let until: u64 = param(query, "epoch").and_then(|s| s.parse().ok()).unwrap_or(0);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let status = if now < until { 200 } else { 503 };
+                return respond(response_out, status, &format!("now {now}, healthy until {until}\n"));
+            }
             _ => "ok\n".to_string(),
         };
         respond(response_out, 200, &body);
