@@ -48,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "{:<12} {:<15} {:>7.1}MB {:>14.0}ms {:>14.0}ms",
             name,
-            kind,
+            kind.as_str(),
             wasm.len() as f64 / 1e6,
             median_ms(cold),
             median_ms(warm)
