@@ -15,7 +15,14 @@ THREADS="${THREADS:-2}"
 CONNECTIONS="${CONNECTIONS:-32}"
 PROFILE="${PROFILE:-release}"
 
+# Every process measured runs as nimbus does by default (it sets this itself when unset): no
+# backtrace captured per error value, which wasmtime makes one of per store it drops. Panics
+# still print backtraces under RUST_BACKTRACE.
+export RUST_LIB_BACKTRACE=0
+
 BENCH_TMP=$(mktemp -d /tmp/nimbus-bench.XXXXXX)
+# Builds run as an unprivileged user when the stager runs as root; it must get through.
+chmod 711 "$BENCH_TMP"
 BENCH_PIDS=()
 BENCH_COMMANDS=()
 
@@ -218,6 +225,7 @@ machine_info() {
   echo "setting:  every process on this one machine, over loopback; wrk competes for the same cores"
   echo "load avg: $BENCH_LOADAVG before the first measurement (1, 5, 15 min; wrk-free, so near 0 means a quiet machine)"
   echo "busy then: $BENCH_BUSY (processes over 20% CPU, ours included)"
+  echo "env:      RUST_LIB_BACKTRACE=0 for every process (no backtrace per error value; nimbus sets it by default)"
 }
 
 # Prints the commands that set up the measured system (a command repeated on several clouds once).

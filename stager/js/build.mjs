@@ -62,6 +62,9 @@ try {
     sourcePath: app,
     witPath: wit,
     worldName: process.env.NIMBUS_JS_WORLD || 'app',
+    // componentize-js runs wizer with only the variables given here; without HOME, wizer looks
+    // for its cache in the build user's passwd home, which an unprivileged user cannot write.
+    env: { HOME: process.env.HOME },
   });
   await writeFile(out, component);
   const secs = ((Date.now() - started) / 1000).toFixed(1);

@@ -7,6 +7,8 @@ use anyhow::ensure;
 use nimbus_engine::EngineSettings;
 use uuid::Uuid;
 
+use crate::BuildUser;
+
 /// How long one build may run before it is stopped.
 pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// The largest a package may be once unpacked (512 MiB).
@@ -32,6 +34,9 @@ pub struct Config {
     pub engine: EngineSettings,
     /// Where `npm install --prefix` put componentize-js (scripts/setup does).
     pub js_toolchain: PathBuf,
+    /// Who builds run as; `None` runs them as the stager's own user. Defaults to an
+    /// unprivileged user when the stager runs as root ([`BuildUser::default_for_this_process`]).
+    pub build_user: Option<BuildUser>,
 }
 
 /// The JavaScript toolchain's default home: `$NIMBUS_JS_TOOLCHAIN`, else
@@ -55,6 +60,7 @@ impl Config {
             build_memory_bytes: DEFAULT_BUILD_MEMORY_BYTES,
             engine: EngineSettings::default(),
             js_toolchain: default_js_toolchain(),
+            build_user: BuildUser::default_for_this_process(),
         }
     }
 

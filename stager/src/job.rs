@@ -3,14 +3,16 @@
 //! Errors returned from here end the job and become the `Failed` message the developer reads,
 //! so each one says in plain words what was wrong with the package or the build.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow, bail, ensure};
 use async_nats::jetstream;
 use nimbus_protocol::DropletManifest;
 use nimbus_protocol::droplet::BLOB_STORE;
 use nimbus_protocol::messages::StagingRequest;
 
+use crate::BuildUser;
 use crate::config::Config;
 use crate::droplet::{self, Stored};
 use crate::fetch::fetch_package;
@@ -89,9 +91,12 @@ impl Stager {
             .ok_or_else(|| anyhow!(NO_STAGER_MESSAGE))?;
         tracing::info!(stager = stager.name(), "building");
         let cache_dir = config.app_cache_dir(request.app_id);
-        tokio::fs::create_dir_all(&cache_dir)
+        tokio::fs::create_dir_all(cache_dir.join("home"))
             .await
             .with_context(|| format!("failed to create {}", cache_dir.display()))?;
+        if let Some(user) = &config.build_user {
+            hand_over(user, job_dir.path(), &cache_dir).await?;
+        }
         let ctx = BuildContext {
             app_dir,
             output: job_dir.path().join("built.wasm"),
@@ -101,10 +106,14 @@ impl Stager {
             max_file_bytes: config.max_package_bytes,
             assets_dir: config.assets_dir(),
             js_toolchain: config.js_toolchain.clone(),
+            user: config.build_user.clone(),
             log: log.clone(),
         };
         let build_started = Instant::now();
         let wasm_path = stager.build(&ctx).await?;
+        // The build chose this path, in directories its user owns: read only a regular file
+        // inside them, never through a link to somewhere else.
+        let wasm_path = confine(&wasm_path, &[job_dir.path(), &ctx.cache_dir])?;
         log.out(format!(
             "-----> Build finished in {:.1}s",
             build_started.elapsed().as_secs_f64()
@@ -122,9 +131,13 @@ impl Stager {
                 human_size(config.max_package_bytes)
             );
         }
-        let wasm = tokio::fs::read(&wasm_path)
-            .await
-            .with_context(|| format!("failed to read the built wasm {}", wasm_path.display()))?;
+        let wasm = {
+            let path = wasm_path.clone();
+            tokio::task::spawn_blocking(move || read_no_follow(&path))
+                .await
+                .context("the reading task failed")?
+                .with_context(|| format!("failed to read the built wasm {}", wasm_path.display()))?
+        };
 
         log.out(format!(
             "-----> Validating and compiling the droplet ({}) for the cluster's engine",
@@ -170,4 +183,62 @@ impl Stager {
         .await;
         Ok(manifest)
     }
+}
+
+/// Gives the job's directory and the app's build cache to the build user. The cache is handed
+/// over once, when it is new (or was made before builds had a user of their own).
+async fn hand_over(user: &BuildUser, job_dir: &Path, cache_dir: &Path) -> anyhow::Result<()> {
+    let user = user.clone();
+    let dirs = [job_dir.to_path_buf(), cache_dir.to_path_buf()];
+    tokio::task::spawn_blocking(move || {
+        for dir in &dirs {
+            if !user.owns(dir) {
+                user.hand_over(dir).with_context(|| {
+                    format!(
+                        "failed to give {} to the build user {}",
+                        dir.display(),
+                        user.name
+                    )
+                })?;
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await
+    .context("the hand-over task failed")?
+}
+
+/// `path` resolved, if it is a regular file inside one of `roots`.
+fn confine(path: &Path, roots: &[&Path]) -> anyhow::Result<PathBuf> {
+    let resolved = path
+        .canonicalize()
+        .with_context(|| format!("the build's output {} cannot be read", path.display()))?;
+    let inside = roots.iter().any(|root| {
+        root.canonicalize()
+            .is_ok_and(|root| resolved.starts_with(root))
+    });
+    ensure!(
+        inside,
+        "the build's output {} lies outside its build directories",
+        path.display()
+    );
+    ensure!(
+        resolved.is_file(),
+        "the build's output {} is not a file",
+        path.display()
+    );
+    Ok(resolved)
+}
+
+/// Reads a file, failing if its last component is a symbolic link.
+fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }

@@ -28,6 +28,7 @@
 //! # }
 //! ```
 
+mod build_user;
 mod config;
 mod droplet;
 mod fetch;
@@ -45,6 +46,7 @@ use nimbus_protocol::subjects::{STAGING, STAGING_QUEUE};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use build_user::{BuildUser, DEDICATED_BUILD_USER};
 pub use config::{
     Config, DEFAULT_BUILD_MEMORY_BYTES, DEFAULT_BUILD_TIMEOUT, DEFAULT_MAX_PACKAGE_BYTES,
     default_js_toolchain,
@@ -64,6 +66,9 @@ pub async fn start(config: Config, nats: async_nats::Client) -> anyhow::Result<H
         tokio::fs::create_dir_all(&dir).await.with_context(|| {
             format!("failed to create the stager's directory {}", dir.display())
         })?;
+    }
+    if let Some(user) = &config.build_user {
+        user.check_reachable(&config.work_dir)?;
     }
     let assets = config.assets_dir();
     tokio::task::spawn_blocking(move || stagers::write_assets(&assets))

@@ -62,3 +62,38 @@ async fn reports_the_compiler_errors_of_a_broken_crate() {
     );
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn runs_build_scripts_as_the_unprivileged_build_user() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return; // a stager that is not root builds as itself
+    }
+    let cloud = TestCloud::start().await;
+    let cargo_toml = "[package]\nname = \"escape\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+                      [lib]\ncrate-type = [\"cdylib\"]\n";
+    // A build script runs whatever its author wants, as whoever runs the build.
+    let build_rs = r#"fn main() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let uid = uid.split_whitespace().nth(1).unwrap();
+    let wrote = std::fs::write("/root/nimbus-build-escape", b"owned").is_ok();
+    println!("cargo:warning=build script uid={uid} wrote_root={wrote}");
+}
+"#;
+    let package = tar_gz(&[
+        ("Cargo.toml", cargo_toml),
+        ("build.rs", build_rs),
+        ("src/lib.rs", "pub fn answer() -> u32 { 42 }\n"),
+    ]);
+    let staging = cloud.stage(Uuid::new_v4(), &package).await;
+    let log = staging.lines.join("\n");
+    let line = log
+        .lines()
+        .find(|line| line.contains("build script uid="))
+        .unwrap_or_else(|| panic!("the build script's warning is missing: {log}"));
+    assert!(!line.contains("uid=0 "), "{line}");
+    assert!(line.contains("wrote_root=false"), "{line}");
+    assert!(!std::path::Path::new("/root/nimbus-build-escape").exists());
+    cloud.shutdown().await;
+}

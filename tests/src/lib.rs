@@ -5,6 +5,7 @@
 //! The tests drive the real `nimbus` binary, so build it first (`cargo build -p nimbus-cli`;
 //! `scripts/test` does).
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -69,6 +70,10 @@ impl MicroCloud {
     /// [`MicroCloud::start`] with more `nimbus up` flags, e.g. `--no-dea`.
     pub fn start_with(flags: &[&str]) -> MicroCloud {
         let home = tempfile::tempdir().expect("a temp dir");
+        // Builds run as an unprivileged user when the tests run as root; it must get through
+        // to the stager's directories (secrets in there are readable by their owner only).
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o711))
+            .expect("a traversable temp dir");
         let port = free_port();
         let mut cloud = MicroCloud {
             child: None,

@@ -43,7 +43,7 @@ async fn build(ctx: &BuildContext) -> anyhow::Result<PathBuf> {
     ctx.log
         .out(format!("-----> C app detected ({})", names.join(", ")))
         .await;
-    let mut clang = command::scrubbed_command("clang", &ctx.app_dir, KEPT_ENV);
+    let mut clang = command::scrubbed_command("clang", ctx, KEPT_ENV);
     clang
         .args(["--target=wasm32-wasi", "-O2", "-Wall", "-Wl,--strip-all"])
         .args(&names)

@@ -4,8 +4,10 @@
 //! wall-clock limit that really stops the whole build.
 
 use std::collections::VecDeque;
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::Context as _;
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
@@ -25,18 +27,19 @@ pub(crate) struct BuildRun {
     pub tail: Vec<String>,
 }
 
-/// A command in `dir` whose environment holds only the variables named in `keep` (those that are
-/// set): the stager's own secrets and settings must not leak into someone else's build.
-pub(crate) fn scrubbed_command(program: &str, dir: &Path, keep: &[&str]) -> Command {
+/// A command in the app directory whose environment holds only the variables named in `keep`
+/// (those the stager has, or can tell: see [`inherited`]) and `HOME`, the app's own: the
+/// stager's secrets and settings must not leak into someone else's build.
+pub(crate) fn scrubbed_command(program: &str, ctx: &BuildContext, keep: &[&str]) -> Command {
     let mut command = Command::new(program);
-    command.env_clear();
+    command.env_clear().env("HOME", ctx.home());
     for name in keep {
-        if let Some(value) = std::env::var_os(name) {
+        if let Some(value) = inherited(name) {
             command.env(name, value);
         }
     }
     command
-        .current_dir(dir)
+        .current_dir(&ctx.app_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -44,6 +47,21 @@ pub(crate) fn scrubbed_command(program: &str, dir: &Path, keep: &[&str]) -> Comm
         // Its own process group, so a timeout can stop the compilers it spawned too.
         .process_group(0);
     command
+}
+
+/// The stager's value of `name`. Toolchain homes that tools derive from `HOME` when unset
+/// (rustup's, pyenv's) are spelled out, because a build's `HOME` is not the stager's.
+fn inherited(name: &str) -> Option<OsString> {
+    if let Some(value) = std::env::var_os(name) {
+        return Some(value);
+    }
+    let under_home = match name {
+        "RUSTUP_HOME" => ".rustup",
+        "PYENV_ROOT" => ".pyenv",
+        _ => return None,
+    };
+    let dir = PathBuf::from(std::env::var_os("HOME")?).join(under_home);
+    dir.is_dir().then(|| dir.into_os_string())
 }
 
 /// Runs `command` to completion within the context's timeout, writing every stderr line to the
@@ -75,39 +93,46 @@ pub(crate) async fn run(
         .take()
         .context("the child's stderr is not piped")?;
 
-    let mut tail = VecDeque::with_capacity(TAIL_LINES);
+    // Both streams are read on this one task: the lock is never contended (a RefCell would
+    // do, but would make the build future unsendable).
+    let tail = Mutex::new(VecDeque::with_capacity(TAIL_LINES));
+    let tail_ref = &tail;
+    let show = |line: String| async move {
+        ctx.log.out(line.clone()).await;
+        push_tail(
+            &mut tail_ref.lock().unwrap_or_else(PoisonError::into_inner),
+            line,
+        );
+    };
     let work = async {
-        let (stdout_shown, ()) = tokio::join!(
+        tokio::join!(
             async {
-                let mut shown = Vec::new();
-                for_each_line(stdout, |line| {
-                    if let Some(text) = on_stdout(&line) {
-                        shown.push(text);
+                let mut lines = BufReader::new(stdout);
+                let mut buffer = Vec::new();
+                while read_line(&mut lines, &mut buffer).await {
+                    let line = String::from_utf8_lossy(&buffer);
+                    if let Some(text) = on_stdout(line.trim_end()) {
+                        show(text).await;
                     }
-                })
-                .await;
-                shown
+                }
             },
             async {
                 let mut lines = BufReader::new(stderr);
                 let mut buffer = Vec::new();
                 while read_line(&mut lines, &mut buffer).await {
-                    let line = String::from_utf8_lossy(&buffer).trim_end().to_string();
-                    ctx.log.out(line.clone()).await;
-                    push_tail(&mut tail, line);
+                    show(String::from_utf8_lossy(&buffer).trim_end().to_string()).await;
                 }
             },
         );
-        for line in stdout_shown {
-            ctx.log.out(line.clone()).await;
-            push_tail(&mut tail, line);
-        }
         child.wait().await.context("failed to wait for the build")
     };
     match tokio::time::timeout(ctx.timeout, work).await {
         Ok(status) => Ok(BuildRun {
             status: status?,
-            tail: tail.into(),
+            tail: tail
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+                .into(),
         }),
         Err(_) => anyhow::bail!(
             "the build did not finish within {} s and was stopped",
@@ -143,7 +168,8 @@ pub(crate) fn show(line: &str) -> Option<String> {
     Some(line.to_string())
 }
 
-/// Sets the build's resource limits in the child before it runs the tool. Limits are per
+/// Sets the build's resource limits in the child before it runs the tool, and drops to the
+/// build user when there is one (see [`crate::BuildUser`]). Limits are per
 /// process: CPU time allows every core for the whole wall-clock limit (the timeout is the real
 /// bound; this stops a runaway that escaped the process group), memory is `RLIMIT_DATA`
 /// (`RLIMIT_AS` would break runtimes that reserve address space, such as V8 and wasmtime), and
@@ -173,14 +199,9 @@ fn contain(command: &mut Command, ctx: &BuildContext) {
             Ok(())
         });
     }
-}
-
-/// Calls `each` with every line of `reader` until it ends or fails.
-async fn for_each_line(reader: impl AsyncRead + Unpin, mut each: impl FnMut(String)) {
-    let mut lines = BufReader::new(reader);
-    let mut buffer = Vec::new();
-    while read_line(&mut lines, &mut buffer).await {
-        each(String::from_utf8_lossy(&buffer).trim_end().to_string());
+    // The standard library drops supplementary groups, then sets the gid, then the uid.
+    if let Some(user) = &ctx.user {
+        command.uid(user.uid).gid(user.gid);
     }
 }
 
@@ -218,6 +239,7 @@ impl Drop for GroupKiller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
     use std::time::Duration;
 
     fn context(
@@ -230,8 +252,8 @@ mod tests {
         BuildContext::for_test(dir, timeout)
     }
 
-    fn shell(dir: &Path, script: &str) -> Command {
-        let mut command = scrubbed_command("sh", dir, &["PATH"]);
+    fn shell(ctx: &BuildContext, script: &str) -> Command {
+        let mut command = scrubbed_command("sh", ctx, &["PATH"]);
         command.args(["-c", script]);
         command
     }
@@ -250,7 +272,7 @@ mod tests {
         let (ctx, lines) = context(dir.path(), Duration::from_secs(60));
         let script = "echo '{\"json\":1}'; echo plain; echo oops >&2; exit 3";
         let mut json = Vec::new();
-        let run = run(shell(dir.path(), script), &ctx, |line| {
+        let run = run(shell(&ctx, script), &ctx, |line| {
             if line.starts_with('{') {
                 json.push(line.to_string());
                 None
@@ -270,14 +292,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn shows_each_line_while_the_build_still_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, mut lines) = context(dir.path(), Duration::from_secs(60));
+        // The build waits for an answer to its first stdout line; if lines were held back until
+        // it exited, the answer would never come and it would fail.
+        let script = "echo first; i=0; while [ ! -e go ] && [ $i -lt 100 ]; do sleep 0.1; \
+                      i=$((i+1)); done; [ -e go ]";
+        let answer = async {
+            let first = lines.recv().await.unwrap();
+            assert_eq!(first.text, "first");
+            std::fs::write(dir.path().join("go"), b"").unwrap();
+        };
+        let (run, ()) = tokio::join!(run(shell(&ctx, script), &ctx, show), answer);
+        assert!(run.unwrap().status.success());
+    }
+
+    #[tokio::test]
+    async fn builds_as_the_build_user_in_a_home_of_the_apps_own() {
+        let Some(user) = crate::BuildUser::default_for_this_process() else {
+            return; // not root: builds run as the stager's own user
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (mut ctx, lines) = context(dir.path(), Duration::from_secs(60));
+        ctx.user = Some(user.clone());
+        let script = "echo uid=$(id -u) groups=$(id -G) home=$HOME >&2; touch /root/nimbus-owned";
+        let run = run(shell(&ctx, script), &ctx, |_| None).await.unwrap();
+        drop(ctx);
+        let logged = drain(lines).await;
+        let home = dir.path().join("cache/home");
+        assert_eq!(
+            logged[0],
+            format!(
+                "uid={} groups={} home={}",
+                user.uid,
+                user.gid,
+                home.display()
+            )
+        );
+        assert!(!run.status.success(), "the build user wrote into /root");
+        assert!(!Path::new("/root/nimbus-owned").exists());
+    }
+
+    #[tokio::test]
     async fn keeps_only_the_last_lines_for_the_failure_message() {
         let dir = tempfile::tempdir().unwrap();
         let (ctx, _lines) = context(dir.path(), Duration::from_secs(60));
         let script = "i=0; while [ $i -lt 50 ]; do echo line$i >&2; i=$((i+1)); done";
         let drainer = tokio::spawn(drain(_lines));
-        let run = run(shell(dir.path(), script), &ctx, |_| None)
-            .await
-            .unwrap();
+        let run = run(shell(&ctx, script), &ctx, |_| None).await.unwrap();
         drop(ctx);
         assert_eq!(run.tail.len(), TAIL_LINES);
         assert_eq!(run.tail.last().map(String::as_str), Some("line49"));
@@ -292,9 +356,7 @@ mod tests {
         ctx.max_file_bytes = 4096;
         let script = "echo data=$(ulimit -d) core=$(ulimit -c) >&2; \
                       head -c 10000 /dev/zero > big || echo write refused >&2";
-        run(shell(dir.path(), script), &ctx, |_| None)
-            .await
-            .unwrap();
+        run(shell(&ctx, script), &ctx, |_| None).await.unwrap();
         drop(ctx);
         let logged = drain(lines).await;
         // ulimit -d reports KiB.
@@ -316,9 +378,7 @@ mod tests {
         // cargo sets CARGO_MANIFEST_DIR for the test binary; the build must not see it.
         assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
         let script = "echo \"manifest=[$CARGO_MANIFEST_DIR]\" >&2";
-        run(shell(dir.path(), script), &ctx, |_| None)
-            .await
-            .unwrap();
+        run(shell(&ctx, script), &ctx, |_| None).await.unwrap();
         drop(ctx);
         assert_eq!(drain(lines).await, ["manifest=[]"]);
     }
@@ -330,9 +390,7 @@ mod tests {
         // The grandchild must die too, or it would keep running after the job ended.
         let marker = dir.path().join("survived");
         let script = format!("(sleep 3; touch {}) & sleep 30", marker.display());
-        let error = run(shell(dir.path(), &script), &ctx, |_| None)
-            .await
-            .unwrap_err();
+        let error = run(shell(&ctx, &script), &ctx, |_| None).await.unwrap_err();
         assert!(error.to_string().contains("did not finish"), "{error}");
         tokio::time::sleep(Duration::from_secs(4)).await;
         assert!(

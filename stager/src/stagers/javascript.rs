@@ -15,7 +15,7 @@ use super::command;
 use super::{BuildContext, Stager};
 
 /// The variables node inherits.
-const KEPT_ENV: &[&str] = &["PATH", "HOME", "LANG"];
+const KEPT_ENV: &[&str] = &["PATH", "LANG"];
 
 /// Stages a directory with a `package.json` or an `app.js`.
 pub(crate) struct JavaScriptStager;
@@ -44,7 +44,7 @@ struct PackageJson {
 async fn build(ctx: &BuildContext) -> anyhow::Result<PathBuf> {
     ctx.log.out("-----> JavaScript app detected").await;
     let entry = entry_point(&ctx.app_dir)?;
-    let mut node = command::scrubbed_command("node", &ctx.app_dir, KEPT_ENV);
+    let mut node = command::scrubbed_command("node", ctx, KEPT_ENV);
     node.arg(ctx.assets_dir.join(JS_BUILD))
         .arg(&entry)
         .arg(ctx.assets_dir.join(JS_WIT))

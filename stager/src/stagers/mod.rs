@@ -15,6 +15,8 @@ mod wasm;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use crate::log::BuildLog;
 use futures::future::BoxFuture;
 
@@ -50,11 +52,43 @@ pub(crate) struct BuildContext {
     pub assets_dir: PathBuf,
     /// Where componentize-js is installed.
     pub js_toolchain: PathBuf,
+    /// Who the build processes run as (`None`: the stager's own user).
+    pub user: Option<crate::BuildUser>,
     /// Where build output goes.
     pub log: BuildLog,
 }
 
 impl BuildContext {
+    /// The build's `HOME`, inside the app's cache, so tools' own caches (pip, npm, wizer) are
+    /// per app, kept between stagings and writable by the build user.
+    pub(crate) fn home(&self) -> PathBuf {
+        self.cache_dir.join("home")
+    }
+
+    /// Creates `dir` (and its missing parents) inside the app's cache for the build to write
+    /// into: owned by the build user when there is one.
+    pub(crate) async fn make_dir(&self, dir: &Path) -> anyhow::Result<()> {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .with_context(|| format!("failed to create {}", dir.display()))?;
+        if let Some(user) = &self.user {
+            anyhow::ensure!(
+                dir.starts_with(&self.cache_dir),
+                "{} is outside the app's build cache",
+                dir.display()
+            );
+            // The job gave the cache itself to the user; what lies below it was just created.
+            for ancestor in dir.ancestors().take_while(|a| *a != self.cache_dir) {
+                if user.owns(ancestor) {
+                    break;
+                }
+                std::os::unix::fs::lchown(ancestor, Some(user.uid), Some(user.gid))
+                    .with_context(|| format!("failed to hand {} to the build", dir.display()))?;
+            }
+        }
+        Ok(())
+    }
+
     /// A context building in `dir` with the default limits, and the receiver of its log.
     #[cfg(test)]
     pub(crate) fn for_test(
@@ -76,6 +110,7 @@ impl BuildContext {
             max_file_bytes: crate::config::DEFAULT_MAX_PACKAGE_BYTES,
             assets_dir: dir.join("assets"),
             js_toolchain: crate::config::default_js_toolchain(),
+            user: None,
             log,
         };
         (ctx, lines)

@@ -3,6 +3,7 @@
 //! in `requirements.txt` are installed with pip into a per-app cache (keyed by the file's
 //! hash, so a restage with the same requirements reuses them) and bundled.
 
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
@@ -18,8 +19,8 @@ use super::{BuildContext, Stager};
 const WORLD: &str = "wasi:http/proxy@0.2.12";
 /// The Python inside the component, which bundled packages must suit.
 const GUEST_PYTHON: &str = "3.14";
-/// The variables the tools inherit: where they are (pyenv needs its root and HOME).
-const KEPT_ENV: &[&str] = &["PATH", "HOME", "PYENV_ROOT", "PYENV_VERSION", "LANG"];
+/// The variables the tools inherit: where they are (pyenv needs its root).
+const KEPT_ENV: &[&str] = &["PATH", "PYENV_ROOT", "PYENV_VERSION", "LANG"];
 
 /// Stages a directory with `app.py` (or a `requirements.txt`, which then needs `app.py`).
 pub(crate) struct PythonStager;
@@ -48,7 +49,7 @@ async fn build(ctx: &BuildContext) -> anyhow::Result<PathBuf> {
     let packages = install_requirements(ctx).await?;
     let isolated = empty_virtualenv(ctx).await?;
 
-    let mut componentize = command::scrubbed_command("componentize-py", &ctx.app_dir, KEPT_ENV);
+    let mut componentize = command::scrubbed_command("componentize-py", ctx, KEPT_ENV);
     componentize
         .arg("-d")
         .arg(ctx.assets_dir.join(PYTHON_WIT))
@@ -93,10 +94,8 @@ async fn install_requirements(ctx: &BuildContext) -> anyhow::Result<Option<PathB
     }
     // A half-finished install from a failed build must not be mistaken for a complete one.
     let _ = tokio::fs::remove_dir_all(&target).await;
-    tokio::fs::create_dir_all(&target)
-        .await
-        .with_context(|| format!("failed to create {}", target.display()))?;
-    let mut pip = command::scrubbed_command("python3", &ctx.app_dir, KEPT_ENV);
+    ctx.make_dir(&target).await?;
+    let mut pip = command::scrubbed_command("python3", ctx, KEPT_ENV);
     pip.args([
         "-m",
         "pip",
@@ -124,8 +123,12 @@ async fn install_requirements(ctx: &BuildContext) -> anyhow::Result<Option<PathB
         command::show,
     )
     .await?;
-    tokio::fs::write(target.join(".complete"), b"")
-        .await
+    // The directory belongs to the build user: never follow a link it may have left there.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(target.join(".complete"))
         .context("failed to mark the packages installed")?;
     Ok(Some(target))
 }

@@ -18,13 +18,7 @@ const DEFAULT_TARGET: &str = "wasm32-wasip2";
 /// The targets a crate may choose.
 const TARGETS: &[&str] = &["wasm32-wasip2", "wasm32-wasip1"];
 /// The only variables a build inherits from the stager: where the toolchain is and which one.
-const KEPT_ENV: &[&str] = &[
-    "PATH",
-    "HOME",
-    "CARGO_HOME",
-    "RUSTUP_HOME",
-    "RUSTUP_TOOLCHAIN",
-];
+const KEPT_ENV: &[&str] = &["PATH", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN"];
 
 /// Stages a directory with a `Cargo.toml`.
 pub(crate) struct RustStager;
@@ -48,15 +42,18 @@ async fn build(ctx: &BuildContext) -> anyhow::Result<PathBuf> {
     let target = target(&ctx.app_dir)?;
     // Per-app target dir: dependencies compiled for one staging are reused by the next.
     let target_dir = ctx.cache_dir.join("target");
-    tokio::fs::create_dir_all(&target_dir)
-        .await
-        .with_context(|| format!("failed to create {}", target_dir.display()))?;
+    ctx.make_dir(&target_dir).await?;
+    // Cargo's own home (registry and git caches) is per app too: the build user may write
+    // there, and one tenant's downloads never feed another's build.
+    let cargo_home = ctx.cache_dir.join("cargo");
+    ctx.make_dir(&cargo_home).await?;
 
-    let mut cargo = command::scrubbed_command("cargo", &ctx.app_dir, KEPT_ENV);
+    let mut cargo = command::scrubbed_command("cargo", ctx, KEPT_ENV);
     cargo
         .args(["build", "--release", "--target", target])
         .arg("--message-format=json-render-diagnostics")
         .env("CARGO_TARGET_DIR", &target_dir)
+        .env("CARGO_HOME", &cargo_home)
         .env("CARGO_TERM_COLOR", "never");
     ctx.log
         .out(format!(

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // Each test file uses a different subset.
 
 use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -64,6 +65,8 @@ impl TestCloud {
     /// Starts nats-server, creates the blob store and starts a stager.
     pub async fn start() -> TestCloud {
         let dir = tempfile::tempdir().unwrap();
+        // Builds run as an unprivileged user when the tests run as root; it must get through.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
         let server = NatsServer::start(ServerOptions::ephemeral(dir.path().join("nats")))
             .await
             .unwrap();
