@@ -119,7 +119,15 @@ mod tests {
     fn the_instance_allocator_does_not_change_the_hash() {
         let settings = EngineSettings::default();
         let mut pooled = codegen_config(settings);
-        pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::pooling());
+        // The pool's slots must fit the memory reservation, as the DEA's do.
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_memories(1)
+            .total_core_instances(1)
+            .total_component_instances(1)
+            .total_tables(1)
+            .total_stacks(1)
+            .max_memory_size((settings.max_instance_memory_mb * 1024 * 1024) as usize);
+        pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         assert_eq!(
             compatibility_hash(&Engine::new(&pooled).unwrap()),
             compatibility_hash(&engine(settings))

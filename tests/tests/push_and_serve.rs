@@ -82,7 +82,7 @@ fn pushed_apps_are_served_listed_stopped_restarted_and_deleted() {
         .collect();
     assert_eq!(names, ["hello", "hello-wasm"]);
     let app = text(&cloud.nimbus(&["app", "hello"]));
-    assert!(app.contains("rust") && app.contains("running"), "{app}");
+    assert!(app.contains("rust") && app.contains("RUNNING"), "{app}");
 
     // The app's stdout reaches its log, next to staging output.
     assert!(
