@@ -129,6 +129,19 @@ pub struct UpArgs {
     /// NATS's loopback port (0 picks a free one).
     #[arg(long, env = "NIMBUS_NATS_PORT", default_value_t = DEFAULT_NATS_PORT)]
     pub nats_port: u16,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    /// Run no DEA in this process: DEAs join with `nimbus dea --data-dir <this data dir>`.
+    #[arg(long)]
+    pub no_dea: bool,
+    /// Run no health manager in this process (join one with `nimbus health-manager`).
+    #[arg(long)]
+    pub no_health_manager: bool,
+}
+
+/// What the operator lets apps do, for every command that runs a DEA (`up`, `dea`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SandboxArgs {
     /// Run apps without fuel metering: faster, but apps' fuel limits are ignored and only
     /// their timeout bounds a request's CPU time (NIMBUS_FUEL_METERING=false does the same).
     #[arg(
@@ -142,12 +155,6 @@ pub struct UpArgs {
     /// allow-list (off: such addresses are refused even when listed).
     #[arg(long, env = "NIMBUS_ALLOW_PRIVATE_EGRESS")]
     pub allow_private_egress: bool,
-    /// Run no DEA in this process: DEAs join with `nimbus dea --data-dir <this data dir>`.
-    #[arg(long)]
-    pub no_dea: bool,
-    /// Run no health manager in this process (join one with `nimbus health-manager`).
-    #[arg(long)]
-    pub no_health_manager: bool,
 }
 
 impl UpArgs {
@@ -159,8 +166,8 @@ impl UpArgs {
             port: self.port,
             domain: self.domain,
             nats_port: self.nats_port,
-            fuel_metering: self.fuel_metering,
-            allow_private_egress: self.allow_private_egress,
+            fuel_metering: self.sandbox.fuel_metering,
+            allow_private_egress: self.sandbox.allow_private_egress,
             dea: !self.no_dea,
             health_manager: !self.no_health_manager,
         }

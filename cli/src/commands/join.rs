@@ -85,17 +85,8 @@ pub struct DeaArgs {
     /// How long SIGTERM waits for instances to run elsewhere before leaving anyway, e.g. 60s.
     #[arg(long, env = "NIMBUS_EVACUATION_TIMEOUT", default_value = "60s", value_parser = parse_millis)]
     pub evacuation_timeout: u64,
-    /// Run apps without fuel metering (their fuel limits are then ignored).
-    #[arg(
-        long = "no-fuel-metering",
-        env = "NIMBUS_FUEL_METERING",
-        action = clap::ArgAction::SetFalse,
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
-    pub fuel_metering: bool,
-    /// Let apps reach private addresses named in their outbound allow-list.
-    #[arg(long, env = "NIMBUS_ALLOW_PRIVATE_EGRESS")]
-    pub allow_private_egress: bool,
+    #[command(flatten)]
+    pub sandbox: crate::SandboxArgs,
 }
 
 /// `nimbus router`.
@@ -128,8 +119,8 @@ pub async fn dea(args: DeaArgs) -> anyhow::Result<()> {
     config.memory_mb = args.memory;
     config.host = args.host;
     config.evacuation_timeout = Duration::from_millis(args.evacuation_timeout);
-    config.fuel_metering = args.fuel_metering;
-    config.allow_private_egress = args.allow_private_egress;
+    config.fuel_metering = args.sandbox.fuel_metering;
+    config.allow_private_egress = args.sandbox.allow_private_egress;
     let nats = args.bus.connect(&format!("dea-{}", config.id)).await?;
     let dea = nimbus_dea_wasm::start(config, nats).await?;
     eprintln!("DEA {} joined the cloud; SIGTERM evacuates it", dea.id());
