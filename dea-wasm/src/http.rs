@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt as _;
 use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 use nimbus_protocol::Limits;
 use nimbus_protocol::messages::EventKind;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use wasmtime::Store;
 use wasmtime::component::Resource;
 use wasmtime_wasi_http::WasiHttpView as _;
@@ -119,7 +119,9 @@ impl AppServer {
             .new_response_outparam(sender)
             .map_err(|e| self.report(Failure::Internal(format!("{e:#}"))))?;
 
-        let guest = tokio::spawn(run_guest(pre, store, incoming, outparam, self.run_limits()));
+        let guest = run_guest(pre, store, incoming, outparam, self.run_limits());
+        // One task runs the guest under its supervisor, apart from this one, so the response
+        // body streams while the guest keeps running.
         let supervisor = tokio::spawn(supervise(guest, self.clone(), overflowed.clone(), admitted));
 
         // A body over the limit wins over whatever the guest made of it; the supervisor
@@ -177,6 +179,11 @@ impl AppServer {
 
     /// Empties the scratch directory if the request left it over its cap.
     async fn enforce_scratch(&self) {
+        // Most requests leave /tmp empty: a look costs three system calls, cheaper than a trip
+        // to the blocking pool for the full walk.
+        if self.scratch.is_empty() {
+            return;
+        }
         let scratch = self.scratch.clone();
         let Ok(Some(size)) = tokio::task::spawn_blocking(move || scratch.enforce()).await else {
             return;
@@ -217,24 +224,24 @@ async fn run_guest(
     })
 }
 
-/// Enforces the wall-clock limit on the whole guest run, including host calls the epoch cannot
-/// interrupt (a guest sleeping in `wasi:clocks`), reports how the guest ended, and frees the
+/// Runs a guest to its end under the wall-clock limit, which covers host calls the epoch cannot
+/// interrupt (a guest sleeping in `wasi:clocks`); reports how the guest ended, and frees the
 /// request's admission slots only once the guest is gone.
 pub(crate) async fn supervise(
-    mut guest: JoinHandle<Result<(), Failure>>,
+    guest: impl Future<Output = Result<(), Failure>>,
     server: Arc<AppServer>,
     overflowed: Arc<AtomicBool>,
     admitted: Admitted,
 ) -> Result<(), Failure> {
     let limit = Duration::from_millis(server.limits.timeout_ms);
-    let mut outcome = match tokio::time::timeout(limit, &mut guest).await {
+    // A panic in host code ends this request, not the DEA's worker thread's other work.
+    let guest = std::panic::AssertUnwindSafe(guest).catch_unwind();
+    let mut outcome = match tokio::time::timeout(limit, guest).await {
         Ok(Ok(outcome)) => outcome,
-        Ok(Err(error)) => Err(Failure::Internal(format!("the guest task failed: {error}"))),
-        Err(_) => {
-            // Dropping the store with the task also drops the response outparam.
-            guest.abort();
-            Err(Failure::Timeout(server.limits.timeout_ms))
-        }
+        Ok(Err(_panic)) => Err(Failure::Internal("the guest's host code panicked".into())),
+        // The guest future is dropped, and its store with it, which drops the response
+        // outparam too.
+        Err(_) => Err(Failure::Timeout(server.limits.timeout_ms)),
     };
     drop(admitted);
     if overflowed.load(Ordering::Relaxed) {

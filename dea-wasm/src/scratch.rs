@@ -44,6 +44,12 @@ impl Scratch {
     }
 
     /// If the directory holds more than the cap, empties it and returns the size it had.
+    /// Whether the directory holds nothing (or cannot be read, in which case there is nothing
+    /// to check either).
+    pub(crate) fn is_empty(&self) -> bool {
+        std::fs::read_dir(&self.path).map_or(true, |mut entries| entries.next().is_none())
+    }
+
     pub(crate) fn enforce(&self) -> Option<u64> {
         let size = directory_size(&self.path);
         if size <= self.cap {
@@ -113,10 +119,11 @@ mod tests {
         let scratch = Scratch::create(dir.path(), uuid::Uuid::new_v4(), 100).unwrap();
         std::fs::write(scratch.path().join("small"), [0u8; 60]).unwrap();
         assert_eq!(scratch.enforce(), None);
+        assert!(!scratch.is_empty());
         std::fs::create_dir(scratch.path().join("sub")).unwrap();
         std::fs::write(scratch.path().join("sub/more"), [0u8; 60]).unwrap();
         assert_eq!(scratch.enforce(), Some(120));
-        assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+        assert!(scratch.is_empty());
         scratch.remove();
         assert!(!scratch.path().exists());
     }

@@ -67,9 +67,18 @@ where
     let store = server
         .new_store(Some(cgi))
         .map_err(|e| server.report(Failure::Internal(format!("{e:#}"))))?;
-    let guest = tokio::spawn(run_command(pre, store, server.run_limits()));
-    // The supervisor reports a failure itself (log line, event).
-    supervise(guest, server.clone(), overflowed, admitted).await?;
+    let guest = run_command(pre, store, server.run_limits());
+    // The supervisor reports a failure itself (log line, event). Its own task, so a client
+    // that hangs up cannot cut the run short of its checks.
+    let supervised = tokio::spawn(supervise(guest, server.clone(), overflowed, admitted));
+    match supervised.await {
+        Ok(outcome) => outcome?,
+        Err(error) => {
+            return Err(server.report(Failure::Internal(format!(
+                "the supervisor task failed: {error}"
+            ))));
+        }
+    }
 
     let output = stdout.contents();
     if output.len() >= MAX_RESPONSE_BYTES {
