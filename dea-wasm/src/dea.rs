@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use nimbus_bus::Registrar;
@@ -36,6 +37,11 @@ use crate::probe;
 use crate::scratch::{self, Scratch};
 use crate::table::{Slot, Table};
 use crate::vcap;
+
+/// How long an evacuating DEA keeps serving a route after unregistering it, so every router
+/// has processed the unregistration (and its replacement's registration) before the listener
+/// closes. Loopback and LAN NATS deliver in milliseconds; this leaves a wide margin.
+const UNREGISTER_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a start failed: refused before any work (not the app's fault), or the instance crashed.
 enum StartError {
@@ -290,6 +296,12 @@ impl Dea {
     async fn retire(&self, slot: Slot, reason: ExitReason, description: &str) {
         if let Some(instance) = &slot.running {
             self.registrar.remove(&instance.route).await;
+            if reason == ExitReason::DeaEvacuation {
+                // A router that has not processed the unregistration yet still sends here; if
+                // the listener closed now and its replacement's route were not there yet
+                // either, the router would have nowhere to retry. Serve through the grace.
+                tokio::time::sleep(UNREGISTER_GRACE).await;
+            }
             instance.stop().await;
         }
         if reason == ExitReason::Crashed {
