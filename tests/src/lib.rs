@@ -164,20 +164,9 @@ impl MicroCloud {
 
     /// Stops `nimbus up` with SIGTERM, as Ctrl-C would, and waits for it to exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("the cloud is running");
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("nimbus up did not stop within 30s after SIGTERM");
+        let child = self.child.take().expect("the cloud is running");
+        sigterm_and_wait(child, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("nimbus up did not stop within 30s after SIGTERM"))
     }
 
     /// Runs `nimbus ARGS` against this cloud.
@@ -261,24 +250,32 @@ impl Component {
 
     /// Sends SIGTERM and waits (at most `timeout`) for it to exit.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("the component is running");
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "the component did not exit within {timeout:?} of SIGTERM:\n{}",
-            self.logs()
-        );
+        let child = self.child.take().expect("the component is running");
+        sigterm_and_wait(child, timeout).unwrap_or_else(|| {
+            panic!(
+                "the component did not exit within {timeout:?} of SIGTERM:\n{}",
+                self.logs()
+            )
+        })
     }
+}
+
+/// Sends SIGTERM to `child` and waits at most `timeout` for it to exit; past that it is killed
+/// (and reaped) and the answer is `None`.
+fn sigterm_and_wait(mut child: Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 impl Drop for Component {

@@ -9,7 +9,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use nimbus_e2e::{Component, Load, MicroCloud, block_on, eventually, get, sample_wasm, text};
+use nimbus_e2e::{
+    Component, Load, LoadReport, MicroCloud, block_on, eventually, get, sample_wasm, text,
+};
 
 /// Longest wait for a repair; the health manager needs about three seconds to lose a DEA.
 const REPAIR: Duration = Duration::from_secs(30);
@@ -43,6 +45,22 @@ fn push_hello(cloud: &MicroCloud, instances: u32) {
 }
 
 /// Which DEA runs each running instance of hello, by index.
+/// The load saw no failed request, and was heavy enough for that to mean something.
+fn assert_no_failed_request(report: &LoadReport, cloud: &MicroCloud) {
+    assert!(
+        report.failures.is_empty(),
+        "{} of {} requests failed: {:?}\n{}",
+        report.failures.len(),
+        report.ok + report.failures.len() as u64,
+        report.failures,
+        cloud.logs()
+    );
+    assert!(
+        report.ok > 100,
+        "too little load to mean anything: {report:?}"
+    );
+}
+
 fn placement(cloud: &MicroCloud) -> Vec<(u64, String)> {
     let mut found: Vec<(u64, String)> = cloud
         .running_instances("hello")
@@ -87,18 +105,7 @@ fn two_instances_serve_without_a_failed_request_through_kill_9_of_a_dea() {
         "not back to 2 instances on dea-b:\n{}",
         cloud.logs()
     );
-    assert!(
-        report.failures.is_empty(),
-        "{} of {} requests failed: {:?}\n{}",
-        report.failures.len(),
-        report.ok + report.failures.len() as u64,
-        report.failures,
-        cloud.logs()
-    );
-    assert!(
-        report.ok > 100,
-        "too little load to mean anything: {report:?}"
-    );
+    assert_no_failed_request(&report, &cloud);
     let events = text(&cloud.nimbus(&["events", "hello"]));
     assert!(events.contains("dea_lost"), "{events}");
 }
@@ -240,18 +247,7 @@ fn sigterm_evacuates_a_dea_under_load_without_a_failed_request() {
         "{:?}",
         placement(&cloud)
     );
-    assert!(
-        report.failures.is_empty(),
-        "{} of {} requests failed: {:?}\n{}",
-        report.failures.len(),
-        report.ok + report.failures.len() as u64,
-        report.failures,
-        cloud.logs()
-    );
-    assert!(
-        report.ok > 100,
-        "too little load to mean anything: {report:?}"
-    );
+    assert_no_failed_request(&report, &cloud);
 }
 
 #[test]
